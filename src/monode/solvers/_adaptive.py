@@ -1,0 +1,172 @@
+"""The loop shared by adaptive embedded Runge-Kutta methods (dopri5, bosh3).
+
+Step control follows torchdiffeq's RK solvers, so NFE counts stay comparable with published ones:
+Hairer-Norsett-Wanner initial step selection; error ratio = norm(err / (atol + rtol max(|y0|, |y1|)))
+with the RMS (or max-over-components RMS) norm; accept iff ratio <= 1; next step
+dt * min(ifactor, max(safety / ratio^(1/order), dfactor)) with no shrinking after an accepted step;
+integration runs past output times and interpolates (quartic dense output through y0, y(mid), y1,
+f0, f1 when the tableau gives `c_mid`, cubic Hermite otherwise).
+
+Unlike torchdiffeq, time bookkeeping is plain Python floats (one host sync per step, for the error
+ratio), dense output is fitted only for steps that contain an output time, error estimation runs
+without autograd, and decreasing time is integrated natively (no reversed-function wrapper).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from ._errors import MaxStepsExceededError, NonFiniteStateError, ODEInputError, StepSizeUnderflowError
+from ._fixed import DEFAULT_MAX_NUM_STEPS
+from ._inputs import time_tensor
+from ._stats import SolverStats
+from ._tableau import ButcherTableau
+
+Norm = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _combine(base: torch.Tensor, ks: list[torch.Tensor], weights: tuple[float, ...], dt: float) -> torch.Tensor:
+    """base + dt * sum_j weights[j] ks[j], skipping zero weights (autograd-friendly, no copies of ks)."""
+    out = base
+    for w, k in zip(weights, ks):
+        if w != 0.0:
+            out = torch.add(out, k, alpha=w * dt)
+    return out
+
+
+class AdaptiveRungeKutta:
+    """Base class of embedded adaptive RK methods; subclasses give `name` and `tableau`."""
+
+    name: ClassVar[str]
+    tableau: ClassVar[ButcherTableau]
+    options: ClassVar[tuple[str, ...]] = ("first_step", "safety", "ifactor", "dfactor", "max_step",
+                                          "max_num_steps", "norm")
+
+    def __init__(self, rtol: float, atol: float, norm: Norm, first_step: float | None = None,
+                 safety: float = 0.9, ifactor: float = 10.0, dfactor: float = 0.2,
+                 max_step: float = math.inf, max_num_steps: int = DEFAULT_MAX_NUM_STEPS) -> None:
+        if first_step is not None and not (isinstance(first_step, (int, float)) and first_step > 0):
+            raise ODEInputError(f"{self.name}: options['first_step'] must be a float > 0, got {first_step!r}")
+        if not (isinstance(max_num_steps, int) and max_num_steps > 0):
+            raise ODEInputError(f"{self.name}: options['max_num_steps'] must be an int > 0, got {max_num_steps!r}")
+        if not max_step > 0:
+            raise ODEInputError(f"{self.name}: options['max_step'] must be > 0, got {max_step!r}")
+        self.rtol, self.atol, self.norm = rtol, atol, norm
+        self.first_step, self.safety, self.ifactor, self.dfactor = first_step, safety, ifactor, dfactor
+        self.max_step, self.max_num_steps = float(max_step), max_num_steps
+        tab = self.tableau
+        self._last_stage_is_solution = tab.fsal and tab.a[-1] == tab.b[: len(tab.a[-1])]
+
+    # -- step-size control -------------------------------------------------------------------
+    def _initial_step(self, func: Callable, t0: float, y0: torch.Tensor, f0: torch.Tensor, direction: float) -> float:
+        """Hairer, Norsett & Wanner, Solving ODEs I, II.4 (as torchdiffeq). Costs one evaluation."""
+        with torch.no_grad():
+            scale = torch.abs(y0).mul_(self.rtol).add_(self.atol)
+            d0 = float(self.norm(y0 / scale))
+            d1 = float(self.norm(f0 / scale))
+            h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+            y1 = torch.add(y0, f0, alpha=direction * h0)
+        f1 = func(time_tensor([t0 + direction * h0], y0)[0], y1)
+        with torch.no_grad():
+            d2 = float(self.norm((f1 - f0) / scale)) / h0
+        if d1 <= 1e-15 and d2 <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1.0 / self.tableau.order)
+        return min(100 * h0, h1)
+
+    def _next_step(self, dt: float, ratio: float) -> float:
+        if ratio == 0.0:
+            return dt * self.ifactor
+        dfactor = 1.0 if ratio < 1.0 else self.dfactor
+        factor = min(self.ifactor, max(self.safety / ratio ** (1.0 / self.tableau.order), dfactor))
+        return dt * factor
+
+    # -- one step ----------------------------------------------------------------------------
+    def _rk_step(self, func: Callable, t: float, dt: float, y: torch.Tensor, f0: torch.Tensor
+                 ) -> tuple[torch.Tensor, list[torch.Tensor], float]:
+        tab = self.tableau
+        times = time_tensor([t + c * dt for c in tab.c], y)
+        ks = [f0]
+        y_stage = y
+        for j in range(1, tab.stages):
+            y_stage = _combine(y, ks, tab.a[j], dt)
+            ks.append(func(times[j], y_stage))
+        y1 = y_stage if self._last_stage_is_solution else _combine(y, ks, tab.b, dt)
+        with torch.no_grad():
+            err = _combine(torch.zeros_like(y), ks, tab.b_error, dt)
+            tol = torch.maximum(y.abs(), y1.abs()).mul_(self.rtol).add_(self.atol)
+            ratio = float(self.norm(err.div_(tol)))
+        return y1, ks, ratio
+
+    def _dense(self, t0: float, dt: float, y0: torch.Tensor, y1: torch.Tensor, ks: list[torch.Tensor],
+               f1: torch.Tensor, t: float) -> torch.Tensor:
+        """The dense-output polynomial of the step [t0, t0 + dt] evaluated at t."""
+        x = (t - t0) / dt
+        f0 = ks[0]
+        if self.tableau.c_mid is not None:  # quartic through y0, y_mid, y1 with slopes f0, f1
+            y_mid = _combine(y0, ks, self.tableau.c_mid, dt)
+            a = 2 * dt * (f1 - f0) - 8 * (y1 + y0) + 16 * y_mid
+            b = dt * (5 * f0 - 3 * f1) + 18 * y0 + 14 * y1 - 32 * y_mid
+            c = dt * (f1 - 4 * f0) - 11 * y0 - 5 * y1 + 16 * y_mid
+            return y0 + x * (dt * f0 + x * (c + x * (b + x * a)))
+        h00, h10 = (1 + 2 * x) * (1 - x) ** 2, x * (1 - x) ** 2  # cubic Hermite
+        h01, h11 = x * x * (3 - 2 * x), x * x * (x - 1)
+        return h00 * y0 + (h10 * dt) * f0 + h01 * y1 + (h11 * dt) * f1
+
+    # -- the loop ------------------------------------------------------------------------------
+    def integrate(self, func: Callable, y0: torch.Tensor, times: list[float]) -> tuple[torch.Tensor, SolverStats]:
+        """Solve from times[0]; return the states at `times` stacked on dim 0, and the counts."""
+        stats = SolverStats()
+        outputs = [y0]
+        if len(times) == 1:
+            return torch.stack(outputs), stats
+        direction = 1.0 if times[-1] > times[0] else -1.0
+        t, y = times[0], y0
+        f = func(time_tensor([t], y0)[0], y0)
+        nfe = 1
+        if self.first_step is None:
+            dt = self._initial_step(func, t, y0, f, direction)
+            nfe += 1
+        else:
+            dt = self.first_step
+        dt = direction * min(dt, self.max_step)
+        new_nfe = self.tableau.stages - 1 if self.tableau.fsal else self.tableau.stages
+        last: tuple[float, float, torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor] | None = None
+        attempts = rejected = 0
+        for t_out in times[1:]:
+            while (t_out - t) * direction > 0:
+                if attempts >= self.max_num_steps:
+                    raise MaxStepsExceededError(
+                        f"{self.name}: exceeded options['max_num_steps']={self.max_num_steps} at t={t:.6g} while "
+                        f"integrating to t={times[-1]:.6g}; the problem may be stiff or rtol={self.rtol:g}, "
+                        f"atol={self.atol:g} too tight: raise max_num_steps or loosen the tolerances")
+                if t + dt == t:
+                    raise StepSizeUnderflowError(
+                        f"{self.name}: step size underflow at t={t:.6g} (dt={dt:.3g}) with rtol={self.rtol:g}, "
+                        f"atol={self.atol:g}; the field may be non-smooth or stiff: loosen the tolerances or use "
+                        f"a fixed-step method")
+                y1, ks, ratio = self._rk_step(func, t, dt, y, f)
+                attempts += 1
+                nfe += new_nfe
+                if math.isnan(ratio):
+                    raise NonFiniteStateError(f"{self.name}: the state or vector field became NaN in the step from "
+                                              f"t={t:.6g} with dt={dt:.3g}")
+                if ratio <= 1.0:
+                    f1 = ks[-1] if self.tableau.fsal else func(time_tensor([t + dt], y)[0], y1)
+                    nfe += 0 if self.tableau.fsal else 1
+                    last = (t, dt, y, y1, ks, f1)
+                    t, y, f = t + dt, y1, f1
+                else:
+                    rejected += 1
+                dt = math.copysign(min(abs(self._next_step(dt, ratio)), self.max_step), direction)
+            if t_out == t:
+                outputs.append(y)
+            else:
+                assert last is not None
+                t0, dt0, ya, yb, ks, f1 = last
+                outputs.append(self._dense(t0, dt0, ya, yb, ks, f1, t_out))
+        stats.forward_nfe, stats.forward_steps, stats.forward_rejected = nfe, attempts - rejected, rejected
+        return torch.stack(outputs), stats

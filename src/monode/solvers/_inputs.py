@@ -1,0 +1,161 @@
+"""Input normalisation for odeint/odeint_adjoint: one place that checks and flattens the problem.
+
+A tuple state (h, m, ...) is flattened into one 1-D tensor so every solver sees a single tensor;
+`func` is wrapped to split and re-join it. A single-tensor state keeps its shape (no copies).
+The error norm is the max over "segments" of the RMS of the scaled error: one segment per tuple
+component (torchdiffeq's mixed norm), or the whole tensor.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ._errors import ODEInputError
+
+Func = Callable[[torch.Tensor, Any], Any]
+
+
+class _TupleFunc:
+    """func(t, (y1, y2, ...)) -> (dy1, dy2, ...) seen as a function of one flat tensor."""
+
+    def __init__(self, func: Func, shapes: list[torch.Size], numels: list[int]) -> None:
+        self.func, self.shapes, self.numels = func, shapes, numels
+
+    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        parts = tuple(p.view(s) for p, s in zip(y.split(self.numels), self.shapes))
+        return torch.cat([d.reshape(-1) for d in self.func(t, parts)])
+
+
+class _CheckedFunc:
+    """Checks the structure of func's output on the first call, then gets out of the way."""
+
+    def __init__(self, func: Func, y0: Any) -> None:
+        self.func, self.y0, self.checked = func, y0, False
+
+    def __call__(self, t: torch.Tensor, y: Any) -> Any:
+        out = self.func(t, y)
+        if not self.checked:
+            check_output_structure(out, self.y0)
+            self.checked = True
+        return out
+
+
+def check_output_structure(out: Any, y0: Any) -> None:
+    """Raise ODEInputError unless `out` has the structure, shapes and dtype of the state `y0`."""
+    if isinstance(y0, tuple):
+        if not isinstance(out, (tuple, list)) or len(out) != len(y0):
+            got = f"a {type(out).__name__}" + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else "")
+            raise ODEInputError(f"func must return a tuple of {len(y0)} tensors like y0, got {got}")
+        for i, (o, y) in enumerate(zip(out, y0)):
+            if not isinstance(o, torch.Tensor) or o.shape != y.shape:
+                shape = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
+                raise ODEInputError(f"func output[{i}] has shape {shape}, but state y0[{i}] has shape {tuple(y.shape)}")
+    elif not isinstance(out, torch.Tensor) or out.shape != y0.shape:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ODEInputError(f"func output has shape {shape}, but the state y0 has shape {tuple(y0.shape)}")
+
+
+@dataclasses.dataclass
+class Problem:
+    """A checked ODE problem in the form the solvers integrate."""
+
+    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    y0: torch.Tensor
+    times: list[float]
+    t: torch.Tensor
+    shapes: list[torch.Size] | None  # None for a single-tensor state
+    segments: list[tuple[int, int]] | None  # None: one segment covering the state
+
+    def unflatten(self, sol: torch.Tensor) -> Any:
+        """[T, N] flat solution -> tensor [T, *shape] or tuple of such tensors."""
+        if self.shapes is None:
+            return sol
+        numels = [math.prod(s) for s in self.shapes]
+        return tuple(p.view(len(self.times), *s) for p, s in zip(sol.split(numels, dim=1), self.shapes))
+
+
+def check_times(t: Any) -> tuple[torch.Tensor, list[float]]:
+    """t must be a strictly monotonic, finite, 1-D float sequence of length >= 1."""
+    if not isinstance(t, torch.Tensor):
+        try:
+            t = torch.as_tensor(t, dtype=torch.get_default_dtype())
+        except (TypeError, ValueError) as exc:
+            raise ODEInputError(f"t must be a 1-D tensor of times, got {type(t).__name__}") from exc
+    if t.ndim != 1 or t.numel() < 1:
+        raise ODEInputError(f"t must be a non-empty 1-D tensor, got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise ODEInputError(f"t must have a floating dtype, got {t.dtype}")
+    if t.requires_grad:
+        raise ODEInputError("t.requires_grad=True is not supported: gradients with respect to the time "
+                            "grid are not computed by monode; pass t.detach()")
+    times = t.tolist()
+    if not all(math.isfinite(v) for v in times):
+        raise ODEInputError(f"t must be finite, got {times}")
+    if len(times) > 1:
+        diffs = [b - a for a, b in zip(times, times[1:])]
+        if not (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)):
+            i = next(i for i, d in enumerate(diffs) if (d <= 0) != (diffs[0] <= 0) or d == 0)
+            raise ODEInputError(f"t must be strictly increasing or strictly decreasing, but t[{i}]={times[i]} "
+                                f"and t[{i + 1}]={times[i + 1]}")
+    return t, times
+
+
+def check_tolerance(name: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if not isinstance(value, (int, float)) or not value >= 0 or not math.isfinite(value):
+        raise ODEInputError(f"{name} must be a finite float >= 0, got {value!r}")
+    return float(value)
+
+
+def prepare(func: Func, y0: Any, t: Any) -> Problem:
+    """Validate (func, y0, t) and return the flat problem."""
+    if not callable(func):
+        raise ODEInputError(f"func must be callable as func(t, y), got {type(func).__name__}")
+    t, times = check_times(t)
+    if isinstance(y0, list):
+        y0 = tuple(y0)
+    parts = y0 if isinstance(y0, tuple) else (y0,)
+    if len(parts) == 0:
+        raise ODEInputError("y0 must be a tensor or a non-empty tuple of tensors, got an empty tuple")
+    for i, p in enumerate(parts):
+        name = f"y0[{i}]" if isinstance(y0, tuple) else "y0"
+        if not isinstance(p, torch.Tensor):
+            raise ODEInputError(f"{name} must be a tensor, got {type(p).__name__}")
+        if not p.is_floating_point():
+            raise ODEInputError(f"{name} must have a floating dtype, got {p.dtype}")
+        if p.dtype != parts[0].dtype or p.device != parts[0].device:
+            raise ODEInputError(f"all state tensors must share dtype and device: {name} is {p.dtype} on "
+                                f"{p.device}, y0[0] is {parts[0].dtype} on {parts[0].device}")
+        if not bool(torch.isfinite(p).all()):
+            raise ODEInputError(f"{name} contains NaN or Inf values")
+    checked = _CheckedFunc(func, y0)
+    if isinstance(y0, tuple):
+        shapes = [p.shape for p in y0]
+        numels = [p.numel() for p in y0]
+        flat = torch.cat([p.reshape(-1) for p in y0])
+        bounds = [0]
+        for n in numels:
+            bounds.append(bounds[-1] + n)
+        segments = list(zip(bounds[:-1], bounds[1:]))
+        return Problem(_TupleFunc(checked, shapes, numels), flat, times, t, shapes, segments)
+    return Problem(checked, y0, times, t, None, None)
+
+
+def segment_rms_max(x: torch.Tensor, segments: Sequence[tuple[int, int]] | None) -> torch.Tensor:
+    """max over segments of RMS(x[segment]) as a 0-d tensor (RMS of all of x if segments is None)."""
+    if segments is None or len(segments) == 1:
+        return torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
+    sizes = {b - a for a, b in segments}
+    if len(sizes) == 1 and segments[0][0] == 0 and segments[-1][1] == x.numel():
+        size = sizes.pop()
+        return (torch.linalg.vector_norm(x.view(len(segments), size), dim=1) / math.sqrt(size)).max()
+    return torch.stack([torch.linalg.vector_norm(x[a:b]) / math.sqrt(max(b - a, 1)) for a, b in segments]).max()
+
+
+def time_tensor(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    """The times handed to func: a tensor of the state's dtype on its device."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device)

@@ -1,0 +1,38 @@
+"""Explicit Runge-Kutta methods as data: the Butcher tableau every RK solver file declares."""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class ButcherTableau:
+    """Coefficients of an explicit Runge-Kutta method with `s` stages.
+
+    Stage j is evaluated at `t + c[j] dt` on `y + dt * sum_i a[j][i] k_i` (a[j] has j entries);
+    the step returns `y + dt * sum_j b[j] k_j`. Adaptive methods add `b_error` (weights of the
+    embedded error estimate, b - b_hat) and may mark the last stage first-same-as-last (`fsal`:
+    stage s-1 is f(t + dt, y_next), so it is reused as stage 0 of the next step). `c_mid`, when
+    given, are the weights of y(t + dt/2) used for quartic dense output.
+    """
+
+    c: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    order: int
+    b_error: tuple[float, ...] | None = None
+    c_mid: tuple[float, ...] | None = None
+    fsal: bool = False
+
+    def __post_init__(self) -> None:
+        s = len(self.c)
+        if len(self.a) != s or any(len(row) != j for j, row in enumerate(self.a)) or len(self.b) != s:
+            raise ValueError(f"inconsistent Butcher tableau with {s} stages")
+        if self.b_error is not None and len(self.b_error) != s:
+            raise ValueError("b_error must have one weight per stage")
+        for j, row in enumerate(self.a):  # row sums must equal the nodes (internal consistency)
+            if abs(sum(row) - self.c[j]) > 1e-12:
+                raise ValueError(f"row {j} of a sums to {sum(row)}, but c[{j}] = {self.c[j]}")
+
+    @property
+    def stages(self) -> int:
+        return len(self.c)

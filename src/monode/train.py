@@ -1,0 +1,410 @@
+"""The one trainer every task uses: batching, Adam, learning-rate schedule, progress, metrics, checkpoints.
+
+A task is any object with these members (the `Task` protocol):
+
+    model       nn.Module                     the network to train (build it after `seed_everything`)
+    train_data  tuple of tensors (x, y, ...)  equal first dimension; a Tensor or TensorDataset works too
+    eval_data   tuple of tensors, or None     None skips evaluation
+    loss(model, batch) -> (loss, metrics)     loss: a scalar tensor; metrics: {name: float | tensor}
+    evaluate(model, batch) -> metrics         called under torch.no_grad() with model.eval()
+
+A `batch` is the tuple of tensors indexed with one batch of rows and moved to `config.device`. Training
+batches follow a permutation seeded by (seed, epoch) alone, so a resumed run sees the batches of an
+uninterrupted one; evaluation batches are in order. Metrics are averaged over batches weighted by batch
+size; the NFE columns (from `record_stats`) are means per batch.
+
+    rows = fit(task, TrainConfig(epochs=100, lr=1e-3, batch_size=64, out="runs/x"))
+
+After every epoch `<out>/` receives, each written atomically: metrics.csv and metrics.json (one row per
+epoch: epoch, lr, train_*, eval_*, seconds) and checkpoint.pt with its sha256 sidecar
+checkpoint.pt.sha256. `resume=True` continues after the last checkpointed epoch and reproduces the
+uninterrupted run exactly on CPU (every column but `seconds`).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .solvers import record_stats
+
+__all__ = ["Task", "TrainConfig", "fit", "load_checkpoint", "seed_everything", "CheckpointError",
+           "TrainingDivergedError"]
+
+CHECKPOINT = "checkpoint.pt"
+# Settings that change the training trajectory: a resumed run must keep the checkpoint's values.
+_TRAJECTORY_FIELDS = ("lr", "batch_size", "weight_decay", "grad_clip", "lr_milestones", "lr_step", "seed",
+                      "max_batches_per_epoch")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint lacks its sha256 sidecar, does not match it, or cannot be loaded."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class Task(Protocol):
+    """What `fit` needs from a benchmark; see the module docstring."""
+
+    model: nn.Module
+    train_data: Sequence[Tensor]
+    eval_data: Sequence[Tensor] | None
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float | Tensor]]:
+        ...
+
+    def evaluate(self, model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, float | Tensor]:
+        ...
+
+
+@dataclass
+class TrainConfig:
+    """How to train: Adam, its learning-rate schedule, batching, the output folder and resuming.
+
+    At most one schedule changes `lr`: `lr_milestones` maps an epoch (counted from 0) to the rate used
+    from that epoch on, as in `{0: 1e-3, 50: 1e-4}`; `lr_step=(every, gamma)` multiplies the rate by
+    `gamma` after every `every` optimizer steps (StepLR on iterations). `max_batches_per_epoch` caps the
+    train and the eval batches of every epoch, for quick runs. Evaluation runs every `eval_every`
+    epochs and after the last one.
+    """
+
+    epochs: int
+    lr: float
+    batch_size: int
+    out: Path
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    lr_milestones: dict[int, float] | None = None
+    lr_step: tuple[int, float] | None = None
+    seed: int = 0
+    resume: bool = False
+    device: str = "cpu"
+    eval_every: int = 1
+    max_batches_per_epoch: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.lr_milestones is not None:  # int keys also when the config comes from JSON
+            self.lr_milestones = {int(epoch): float(lr) for epoch, lr in self.lr_milestones.items()}
+        if self.lr_step is not None:
+            self.lr_step = (int(self.lr_step[0]), float(self.lr_step[1]))
+
+        def require(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                raise ValueError(f"TrainConfig.{name} must be {what}, got {getattr(self, name)!r}")
+
+        require(self.epochs >= 1, "epochs", ">= 1")
+        require(self.lr > 0, "lr", "> 0")
+        require(self.batch_size >= 1, "batch_size", ">= 1")
+        require(self.weight_decay >= 0, "weight_decay", ">= 0")
+        require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "None or > 0")
+        require(self.eval_every >= 1, "eval_every", ">= 1")
+        require(self.max_batches_per_epoch is None or self.max_batches_per_epoch >= 1,
+                "max_batches_per_epoch", "None or >= 1")
+        require(not self.lr_milestones or all(e >= 0 and lr > 0 for e, lr in self.lr_milestones.items()),
+                "lr_milestones", "a dict {epoch >= 0: lr > 0}")
+        require(self.lr_step is None or (self.lr_step[0] >= 1 and self.lr_step[1] > 0),
+                "lr_step", "None or (every >= 1, gamma > 0)")
+        require(not (self.lr_milestones and self.lr_step), "lr_step", "None when lr_milestones is set")
+
+    def lr_at(self, epoch: int, step: int) -> float:
+        """The learning rate of optimizer step `step` (counted from 0 over the run), taken in `epoch`."""
+        if self.lr_milestones:
+            return next((lr for start, lr in sorted(self.lr_milestones.items(), reverse=True) if epoch >= start),
+                        self.lr)
+        if self.lr_step:
+            every, gamma = self.lr_step
+            return self.lr * gamma ** (step // every)
+        return self.lr
+
+    def as_dict(self) -> dict:
+        """Plain values only (str, numbers, lists, dicts), as stored in checkpoints."""
+        d = dataclasses.asdict(self)
+        d["out"] = str(self.out)
+        d["lr_step"] = None if self.lr_step is None else list(self.lr_step)
+        return d
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python `random`, numpy and torch (CPU and CUDA). Tasks call it before building their model."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
+    """Train `task.model` with Adam as `config` says; return the metrics rows, one per epoch.
+
+    Raises FileExistsError if `config.out` holds a checkpoint and `config.resume` is False,
+    CheckpointError if the checkpoint to resume fails its check, ValueError if it was written with other
+    trajectory settings (lr, batch_size, seed, ...), and TrainingDivergedError on a NaN or infinite loss.
+    """
+    out, device = config.out, torch.device(config.device)
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists() and not config.resume:
+        raise FileExistsError(f"{ckpt_path} already exists: pass --resume (TrainConfig.resume=True) to "
+                              f"continue that run, or choose another --out")
+    train_data = _as_tensors(task.train_data, "task.train_data")
+    eval_data = None if task.eval_data is None else _as_tensors(task.eval_data, "task.eval_data")
+    model = task.model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    seed_everything(config.seed)
+
+    rows: list[dict[str, float]] = []
+    start, step = 0, 0  # first epoch to run; optimizer steps taken so far
+    if config.resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        _check_same_trajectory(config, ckpt["config"])
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        _set_rng_state(ckpt["rng"])
+        rows, start, step = ckpt["rows"], ckpt["epoch"] + 1, ckpt["step"]
+        print(f"resuming {ckpt_path} after epoch {ckpt['epoch']}")
+    elif config.resume:
+        print(f"no checkpoint in {out}: starting a fresh run")
+    out.mkdir(parents=True, exist_ok=True)
+    saved_epoch = start - 1  # the epoch of the checkpoint on disk (-1: none yet)
+    show_bar = config.progress and sys.stderr.isatty()
+
+    with _deterministic_algorithms():
+        for epoch in range(start, config.epochs):
+            t0 = time.perf_counter()
+            model.train()
+            order = torch.randperm(len(train_data[0]),
+                                   generator=torch.Generator().manual_seed(config.seed * 1000003 + epoch))
+            batches = order.split(config.batch_size)[:config.max_batches_per_epoch]
+            train = _Means()
+            with tqdm(batches, desc=f"epoch {epoch}", disable=not show_bar, leave=False) as bar:
+                for i, idx in enumerate(bar):
+                    batch = tuple(t[idx].to(device) for t in train_data)
+                    lr = config.lr_at(epoch, step)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    with record_stats() as stats:
+                        loss, metrics = task.loss(model, batch)
+                        loss_value = loss.item()  # one sync per batch, to stop at the first bad loss
+                        if not math.isfinite(loss_value):
+                            kept = (f"the last good checkpoint (epoch {saved_epoch}) is kept at {ckpt_path}"
+                                    if saved_epoch >= 0 else "no checkpoint was written yet")
+                            raise TrainingDivergedError(f"loss is {loss_value} at epoch {epoch}, batch {i}; "
+                                                        f"{kept}")
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                    if config.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    optimizer.step()
+                    step += 1
+                    train.add({"loss": loss_value, **metrics}, weight=len(idx))
+                    train.add({"forward_nfe": stats.forward_nfe, "backward_nfe": stats.backward_nfe}, weight=1)
+                    bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
+
+            row: dict[str, float] = {"epoch": epoch, "lr": lr, **train.means("train_")}
+            if eval_data is not None and ((epoch + 1) % config.eval_every == 0 or epoch == config.epochs - 1):
+                row.update(_evaluate(task, model, eval_data, config))
+            row["seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            tqdm.write(f"epoch {epoch} " + " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+
+            _write_metrics(out, rows)
+            _save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                "step": step, "rng": _rng_state(), "rows": rows, "config": config.as_dict(),
+            })
+            saved_epoch = epoch
+    return rows
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by `fit`, after checking its sha256 sidecar; tensors load on the CPU.
+
+    Keys: model, optimizer (state dicts), epoch (last finished, from 0), step, rng, rows, config.
+    Raises CheckpointError if the sidecar is missing, the hash differs, or the file does not load with
+    `torch.load(weights_only=True)`.
+    """
+    path = Path(path)
+    sidecar = _sidecar(path)
+    data = path.read_bytes()
+    try:
+        expected = sidecar.read_text().split()[0]
+    except (OSError, IndexError) as e:
+        raise CheckpointError(f"cannot read {sidecar}, the sha256 sidecar of checkpoint {path}: {e}") from e
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise CheckpointError(f"checkpoint {path} is damaged or half-written: its sha256 is {actual}, "
+                              f"{sidecar.name} expects {expected}")
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError, EOFError, ... all mean "not a checkpoint"
+        raise CheckpointError(f"checkpoint {path} matches its sha256 but does not load with "
+                              f"torch.load(weights_only=True): {type(e).__name__}: {e}") from e
+    missing = {"model", "optimizer", "epoch", "step", "rng", "rows", "config"} - set(
+        ckpt if isinstance(ckpt, dict) else ())
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}: not written by monode.train.fit")
+    return ckpt
+
+
+class _Means:
+    """Weighted running means of metrics (floats or scalar tensors)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
+
+    def add(self, metrics: dict[str, float | Tensor], weight: float) -> None:
+        for name, value in metrics.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value) * weight
+            self.weights[name] = self.weights.get(name, 0.0) + weight
+
+    def means(self, prefix: str) -> dict[str, float]:
+        return {prefix + name: total / self.weights[name] for name, total in self.sums.items()}
+
+
+def _evaluate(task: Task, model: nn.Module, data: tuple[Tensor, ...], config: TrainConfig) -> dict[str, float]:
+    """`task.evaluate` over `data` in order: eval_* metrics and eval_forward_nfe (per batch)."""
+    model.eval()
+    means = _Means()
+    with torch.no_grad():
+        for idx in torch.arange(len(data[0])).split(config.batch_size)[:config.max_batches_per_epoch]:
+            batch = tuple(t[idx].to(config.device) for t in data)
+            with record_stats() as stats:
+                metrics = task.evaluate(model, batch)
+            means.add(metrics, weight=len(idx))
+            means.add({"forward_nfe": stats.forward_nfe}, weight=1)
+    return means.means("eval_")
+
+
+def _as_tensors(data: Tensor | Sequence[Tensor], name: str) -> tuple[Tensor, ...]:
+    """`data` as a non-empty tuple of tensors with one common, non-zero first dimension."""
+    data = getattr(data, "tensors", data)  # TensorDataset
+    tensors = (data,) if isinstance(data, Tensor) else tuple(data)
+    if not tensors or not all(isinstance(t, Tensor) and t.dim() >= 1 for t in tensors):
+        raise ValueError(f"{name} must be a tensor or a tuple of tensors, got {type(data).__name__}")
+    sizes = {len(t) for t in tensors}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError(f"{name} must hold tensors with one common non-zero first dimension, got shapes "
+                         f"{[tuple(t.shape) for t in tensors]}")
+    return tensors
+
+
+def _check_same_trajectory(config: TrainConfig, saved: dict) -> None:
+    """Refuse to resume a checkpoint written with other settings that shape the training trajectory."""
+    new = config.as_dict()
+    for name in _TRAJECTORY_FIELDS:
+        if new[name] != saved.get(name):
+            raise ValueError(f"TrainConfig.{name}={new[name]!r} differs from {saved.get(name)!r} in the "
+                             f"checkpoint being resumed: resume with the same settings or choose another --out")
+
+
+@contextlib.contextmanager
+def _deterministic_algorithms() -> Iterator[None]:
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _rng_state() -> dict:
+    """Python, numpy and torch RNG states as tensors and numbers, so checkpoints load with weights_only."""
+    version, mt, gauss_next = random.getstate()
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    return {
+        "python": [version, torch.tensor(mt, dtype=torch.int64), gauss_next],
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached_gaussian],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    version, mt, gauss_next = state["python"]
+    random.setstate((version, tuple(mt.tolist()), gauss_next))
+    keys, pos, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_metrics(out: Path, rows: list[dict[str, float]]) -> None:
+    """Rewrite metrics.csv and metrics.json from all rows (columns: every key in order of appearance,
+    `seconds` last; a cell is empty where a row lacks the key, as train-only epochs lack eval_*)."""
+    columns = [k for k in dict.fromkeys(k for row in rows for k in row) if k != "seconds"] + ["seconds"]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(out / "metrics.csv", text.getvalue().encode())
+    _atomic_write(out / "metrics.json", json.dumps(rows, indent=1).encode())
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    """Write `path` and its sha256 sidecar (`sha256sum -c` format).
+
+    Both go to flushed temporary files first, then the payload and then the sidecar are renamed into
+    place: a crash leaves the old pair, the new pair, or a new payload with the old hash, which
+    `load_checkpoint` refuses. It never leaves a pair that passes the check but holds wrong data.
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    sidecar = _sidecar(path)
+    tmp_payload = _write_tmp(path, data)
+    tmp_sidecar = _write_tmp(sidecar, f"{hashlib.sha256(data).hexdigest()}  {path.name}\n".encode())
+    os.replace(tmp_payload, path)
+    os.replace(tmp_sidecar, sidecar)
+    _fsync_dir(path.parent)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    os.replace(_write_tmp(path, data), path)
+    _fsync_dir(path.parent)
+
+
+def _write_tmp(path: Path, data: bytes) -> Path:
+    """Write `data` to a new temporary file next to `path`, flushed to disk; return its path."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make renames in `directory` durable (POSIX; a no-op where directories cannot be opened)."""
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,334 @@
+"""The solver engine: accuracy, order, torchdiffeq parity, gradients, statistics, errors, compile."""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+import monode
+from monode import (MaxStepsExceededError, NonFiniteStateError, ODEInputError, StepSizeUnderflowError,
+                    odeint, odeint_adjoint, record_stats)
+from problems import ExpSin, HarmonicOscillator, LinearSystem
+
+torchdiffeq = pytest.importorskip("torchdiffeq")
+
+FIXED = {"euler": 1, "midpoint": 2, "rk4": 4, "nag": 1}
+ADAPTIVE = ["dopri5", "bosh3"]
+F64 = torch.float64
+
+
+def _opts(method: str, step: float) -> dict | None:
+    return dict(step_size=step) if method in FIXED else None
+
+
+@pytest.mark.parametrize("method", ADAPTIVE + list(FIXED))
+def test_linear_system_matches_matrix_exponential(method: str) -> None:
+    f = LinearSystem()
+    y0 = torch.tensor([[1.0, 0.5], [-0.3, 2.0]], dtype=F64)
+    t = torch.linspace(0, 2, 5, dtype=F64)
+    step = {"euler": 1e-4, "nag": 1e-4, "midpoint": 1e-3, "rk4": 1e-2}.get(method, 0)
+    opts = dict(step_size=step, max_num_steps=100_000) if method in FIXED else None
+    with torch.no_grad():
+        y = odeint(f, y0, t, rtol=1e-10, atol=1e-12, method=method, options=opts)
+    tol = {"euler": 2e-3, "nag": 4e-3, "midpoint": 1e-5}.get(method, 1e-7)
+    torch.testing.assert_close(y, f.exact(y0, t), rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("method", ADAPTIVE + list(FIXED))
+def test_harmonic_oscillator_tuple_state_forward_and_backward_in_time(method: str) -> None:
+    f = HarmonicOscillator()
+    x0, v0 = torch.tensor([1.0, -0.5], dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    t = torch.linspace(0, 3, 4, dtype=F64)
+    step = {"euler": 1e-4, "nag": 1e-4, "midpoint": 1e-3, "rk4": 1e-2}.get(method, 0)
+    opts = dict(step_size=step, max_num_steps=100_000) if method in FIXED else None
+    tol = {"euler": 3e-3, "nag": 5e-3, "midpoint": 1e-5}.get(method, 1e-6)
+    x, v = odeint(f, (x0, v0), t, rtol=1e-10, atol=1e-12, method=method, options=opts)
+    xe, ve = f.exact(x0, v0, t)
+    assert isinstance(x, torch.Tensor) and x.shape == (4, 2)
+    torch.testing.assert_close(x, xe, rtol=0, atol=tol)
+    torch.testing.assert_close(v, ve, rtol=0, atol=tol)
+    # integrate back from t=3 to t=0: recovers the initial state
+    xb, vb = odeint(f, (x[-1], v[-1]), t.flip(0), rtol=1e-10, atol=1e-12, method=method, options=opts)
+    torch.testing.assert_close(xb[-1], x0, rtol=0, atol=2 * tol)
+    torch.testing.assert_close(vb[-1], v0, rtol=0, atol=2 * tol)
+
+
+@pytest.mark.parametrize("method,order", list(FIXED.items()))
+def test_empirical_convergence_order(method: str, order: int) -> None:
+    f, y0 = ExpSin(), torch.tensor([1.0], dtype=F64)
+    t = torch.tensor([0.0, 2.0], dtype=F64)
+    exact = ExpSin.exact(y0, 0.0, 2.0)
+    steps = [0.1, 0.05, 0.025] if order < 4 else [0.4, 0.2, 0.1]
+    errors = [(odeint(f, y0, t, method=method, options=dict(step_size=h))[-1] - exact).abs().item() for h in steps]
+    rates = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+    assert all(abs(r - order) < 0.25 for r in rates), (errors, rates)
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+@pytest.mark.parametrize("rtol", [1e-3, 1e-6])
+def test_adaptive_nfe_and_solution_match_torchdiffeq(method: str, rtol: float) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 8))
+    calls = {"n": 0}
+
+    def f(t, y):
+        calls["n"] += 1
+        return net(y) * (1 + 0.5 * torch.sin(3 * t))
+
+    y0 = torch.randn(16, 8)
+    for t in (torch.linspace(0, 1, 3), torch.linspace(0, 5, 11), torch.tensor([2.0, 0.0])):
+        with torch.no_grad(), record_stats() as stats:
+            ours = odeint(f, y0, t, rtol=rtol, atol=rtol * 1e-2, method=method)
+        calls["n"] = 0
+        with torch.no_grad():
+            ref = torchdiffeq.odeint(f, y0, t, rtol=rtol, atol=rtol * 1e-2, method=method)
+        assert abs(stats.forward_nfe - calls["n"]) <= 0.02 * calls["n"], (stats.forward_nfe, calls["n"])
+        if method == "dopri5":  # same steps and the same quartic dense output
+            torch.testing.assert_close(ours, ref, rtol=0, atol=50 * rtol)
+        else:  # same steps; torchdiffeq's bosh3 dense output uses a crude mid-point, ours a cubic Hermite
+            net64 = copy.deepcopy(net).double()
+            with torch.no_grad():
+                truth = torchdiffeq.odeint(lambda t, y: net64(y) * (1 + 0.5 * torch.sin(3 * t)), y0.double(),
+                                           t.double(), rtol=1e-11, atol=1e-13).float()
+            ours_err, ref_err = (ours - truth).abs().max(), (ref - truth).abs().max()
+            assert ours_err <= ref_err and ours_err < 50 * rtol, (ours_err, ref_err)
+
+
+def test_tuple_state_uses_torchdiffeq_mixed_norm() -> None:
+    f = HarmonicOscillator(omega=3.0)
+    x0, v0 = torch.ones(5, dtype=F64), torch.full((5,), 0.01, dtype=F64)
+    t = torch.linspace(0, 4, 3, dtype=F64)
+    with record_stats() as stats:
+        ours = odeint(f, (x0, v0), t, rtol=1e-5, atol=1e-7)
+    n = {"k": 0}
+
+    def counted(t, s):
+        n["k"] += 1
+        return f(t, s)
+
+    ref = torchdiffeq.odeint(counted, (x0, v0), t, rtol=1e-5, atol=1e-7)
+    assert stats.forward_nfe == n["k"]
+    torch.testing.assert_close(ours[0], ref[0], rtol=0, atol=1e-8)
+
+
+# -- gradients -------------------------------------------------------------------------------
+
+def _grad_problem():
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(2, 2).double()
+
+    class Field(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, t, state):
+            h, m = state
+            return m, torch.tanh(self.lin(h)) - 0.3 * m + 0.1 * t
+
+    return Field()
+
+
+@pytest.mark.parametrize("method", ADAPTIVE + list(FIXED))
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_gradcheck(method: str, adjoint: bool) -> None:
+    field = _grad_problem()
+    t = torch.tensor([0.0, 0.3, 0.6], dtype=F64)
+    # the continuous adjoint of a fixed-step method matches the discrete gradient only to O(h^order)
+    step = {"euler": 5e-4, "nag": 5e-4, "midpoint": 0.01}.get(method, 0.05) if adjoint else 0.05
+    opts = _opts(method, step)
+    w, b = field.lin.weight, field.lin.bias
+
+    def run_direct(h0, m0, w_, b_):
+        def f(tt, s):
+            h, m = s
+            return m, torch.tanh(h @ w_.T + b_) - 0.3 * m + 0.1 * tt
+        solve = odeint_adjoint if adjoint else odeint
+        kw = dict(adjoint_params=(w_, b_)) if adjoint else {}
+        h, m = solve(f, (h0, m0), t, rtol=1e-10, atol=1e-12, method=method, options=opts, **kw)
+        return h[1:].sum(-1), m[-1]
+
+    inputs = (torch.tensor([0.3, -0.2], dtype=F64, requires_grad=True),
+              torch.tensor([0.1, 0.4], dtype=F64, requires_grad=True),
+              w.detach().clone().requires_grad_(True), b.detach().clone().requires_grad_(True))
+    atol = 1e-3 if (adjoint and method in ("euler", "nag")) else (2e-5 if adjoint else 1e-6)
+    assert torch.autograd.gradcheck(run_direct, inputs, atol=atol, rtol=1e-3)
+
+
+def test_adjoint_gradient_agrees_with_backprop_and_seminorm_saves_steps() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4)).double()
+    field = lambda t, y: net(y)  # noqa: E731
+    y0 = torch.randn(8, 4, dtype=F64, requires_grad=True)
+    t = torch.linspace(0, 1, 3, dtype=F64)
+    grads, nfes = [], []
+    for solve, kw in [(odeint, {}), (odeint_adjoint, dict(adjoint_params=tuple(net.parameters()))),
+                      (odeint_adjoint, dict(adjoint_params=tuple(net.parameters()),
+                                            adjoint_options=dict(norm="seminorm")))]:
+        with record_stats() as stats:
+            y = solve(field, y0, t, rtol=1e-8, atol=1e-10, **kw)
+            g = torch.autograd.grad((y ** 2).sum(), (y0, *net.parameters()))
+        grads.append(g)
+        nfes.append(stats.backward_nfe)
+    for g in grads[1:]:
+        for a, b in zip(grads[0], g):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert nfes[0] > 0 and 0 < nfes[2] <= nfes[1]
+
+
+@pytest.mark.parametrize("method", ["euler", "nag"])
+def test_first_order_adjoint_converges_to_backprop_gradient(method: str) -> None:
+    f = LinearSystem()
+    y0 = torch.tensor([[1.0, 0.5]], dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    gaps = []
+    for h in (0.02, 0.01):
+        g_bp = torch.autograd.grad(odeint(f, y0, t, method=method, options=dict(step_size=h))[-1].sum(), f.a)[0]
+        y = odeint_adjoint(f, y0, t, method=method, options=dict(step_size=h))
+        g_adj = torch.autograd.grad(y[-1].sum(), f.a)[0]
+        gaps.append((g_bp - g_adj).abs().max().item())
+    assert gaps[1] < 0.6 * gaps[0], gaps  # O(h): halving h about halves the gap
+
+
+def test_adjoint_needs_params_for_plain_functions() -> None:
+    with pytest.raises(ODEInputError, match="adjoint_params"):
+        odeint_adjoint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]))
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+def test_stats_fixed_step_counts_and_backward_recorded_when_backward_runs() -> None:
+    f = LinearSystem()
+    y0 = torch.ones(3, 2, dtype=F64)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    with record_stats() as s:
+        y = odeint(f, y0, t, method="rk4", options=dict(step_size=0.1))
+        assert (s.forward_nfe, s.forward_steps, s.backward_nfe) == (40, 10, 0)
+        y.sum().backward()
+    assert s.backward_nfe == 40
+    with record_stats() as s:
+        y = odeint_adjoint(f, y0, t, method="dopri5")
+        fwd = s.forward_nfe
+        assert s.backward_nfe == 0 and fwd > 0
+    y.sum().backward()  # outside the block: still credited to the recorder active at forward time
+    assert s.backward_nfe > 0 and s.forward_nfe == fwd and s.solves == 1
+
+
+def test_stats_nest() -> None:
+    with record_stats() as outer:
+        odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method="euler",
+               options=dict(step_size=0.25))
+        with record_stats() as inner:
+            odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method="midpoint")
+    assert (inner.forward_nfe, outer.forward_nfe, outer.solves) == (2, 6, 2)
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("t,match", [
+    (torch.tensor([0.0, 1.0, 0.5]), "strictly increasing or strictly decreasing"),
+    (torch.tensor([0.0, 0.0]), "strictly"),
+    (torch.zeros(2, 2), "1-D"),
+    (torch.tensor([0, 1]), "floating"),
+    (torch.tensor([0.0, float("nan")]), "finite"),
+])
+def test_bad_times(t: torch.Tensor, match: str) -> None:
+    with pytest.raises(ODEInputError, match=match):
+        odeint(lambda t, y: -y, torch.ones(2), t)
+
+
+def test_bad_state_and_output_structure() -> None:
+    t = torch.tensor([0.0, 1.0])
+    with pytest.raises(ODEInputError, match="NaN or Inf"):
+        odeint(lambda t, y: -y, torch.tensor([1.0, float("nan")]), t)
+    with pytest.raises(ODEInputError, match=r"func output has shape \(3,\), but the state y0 has shape \(2,\)"):
+        odeint(lambda t, y: torch.ones(3), torch.ones(2), t)
+    with pytest.raises(ODEInputError, match="tuple of 2 tensors"):
+        odeint(lambda t, s: s[0], (torch.ones(2), torch.ones(2)), t)
+    with pytest.raises(ODEInputError, match=r"output\[1\] has shape \(3,\)"):
+        odeint(lambda t, s: (s[0], torch.ones(3)), (torch.ones(2), torch.ones(2)), t)
+    with pytest.raises(ODEInputError, match="'rk5' is not a monode solver"):
+        odeint(lambda t, y: -y, torch.ones(2), t, method="rk5")
+    with pytest.raises(ODEInputError, match=r"does not take option\(s\) \['step_size'\]"):
+        odeint(lambda t, y: -y, torch.ones(2), t, options=dict(step_size=0.1))
+    with pytest.raises(ODEInputError, match="rtol must be a finite float >= 0, got -1"):
+        odeint(lambda t, y: -y, torch.ones(2), t, rtol=-1)
+    with pytest.raises(ODEInputError, match=r"\|momentum\| < 1"):
+        odeint(lambda t, y: -y, torch.ones(2), t, method="nag", options=dict(momentum=1.0))
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4"])
+def test_nan_during_solve_is_reported(method: str) -> None:
+    def f(t, y):
+        return torch.where(t > 0.5, torch.full_like(y, float("nan")), -y)
+
+    with pytest.raises(NonFiniteStateError, match="NaN"):
+        odeint(f, torch.ones(2), torch.tensor([0.0, 1.0]), method=method, options=_opts(method, 0.1))
+
+
+def test_step_budget_and_underflow_raise_instead_of_hanging() -> None:
+    blowup = lambda t, y: y ** 2  # noqa: E731  y = 1/(1 - t): singular at t = 1
+    t = torch.tensor([0.0, 2.0], dtype=F64)
+    with pytest.raises(MaxStepsExceededError, match=r"max_num_steps'\]=50"):
+        odeint(blowup, torch.ones(1, dtype=F64), t, options=dict(max_num_steps=50))
+    with pytest.raises((StepSizeUnderflowError, NonFiniteStateError), match="t=1|t=0.99"):
+        odeint(blowup, torch.ones(1, dtype=F64), t, options=dict(max_num_steps=10 ** 6))
+    with pytest.raises(MaxStepsExceededError, match="max_num_steps"):
+        odeint(blowup, torch.ones(1), torch.tensor([0.0, 0.5]), method="euler", options=dict(step_size=1e-6))
+
+
+# -- NAG -----------------------------------------------------------------------------------------
+
+def test_nag_coefficients_satisfy_consistency_and_root_condition() -> None:
+    for mu in (0.0, 0.25, 0.5, 0.9):
+        rho = [1.0, -(1.0 + mu), mu]  # z^2 - (1+mu) z + mu
+        c = 1.0 - mu  # sigma(z) = c z
+        assert abs(sum(rho)) < 1e-15  # rho(1) = 0
+        assert abs((2 - (1 + mu)) - c) < 1e-15  # rho'(1) = sigma(1)
+        roots = torch.linalg.eigvals(torch.tensor([[1 + mu, -mu], [1.0, 0.0]], dtype=F64)).abs()
+        assert roots.max() <= 1 + 1e-12 and (roots - 1).abs().min() < 1e-12
+    # the solver really is that scheme: one step from (x0, v) reproduces the two-step formula
+    mu, h, lam = 0.5, 0.1, -1.3
+    x = odeint(lambda t, y: lam * y, torch.ones(1, dtype=F64), torch.tensor([0.0, h, 2 * h], dtype=F64),
+               method="nag", options=dict(momentum=mu, step_size=h))
+    x0, x1 = 1.0, 1.0 + h * lam  # Euler starter
+    y1 = x1 + mu * (x1 - x0)
+    assert abs(x[2].item() - (y1 + (1 - mu) * h * lam * y1)) < 1e-14
+
+
+def test_nag_default_momentum_is_more_stable_than_euler_on_the_real_axis() -> None:
+    # stable interval of NAG(mu=1/2) is [-3, 0]; Euler's is [-2, 0]
+    lam, h = -2.8, 1.0
+    t = torch.tensor([0.0, 60.0], dtype=F64)
+    y_nag = odeint(lambda t, y: lam * y, torch.ones(1, dtype=F64), t, method="nag", options=dict(step_size=h))
+    y_eul = odeint(lambda t, y: lam * y, torch.ones(1, dtype=F64), t, method="euler", options=dict(step_size=h))
+    assert y_nag[-1].abs().item() < 1e-2 and y_eul[-1].abs().item() > 1e10
+
+
+# -- torch.compile ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["rk4", "nag"])
+def test_compiled_fixed_step_does_not_recompile_per_call(method: str) -> None:
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    monode.solvers._fixed.FixedStepSolver._compiled.clear()
+    counter = CompileCounter()
+    net = torch.nn.Linear(3, 3)
+    f = lambda t, y: torch.tanh(net(y)) * t  # noqa: E731
+    opts = dict(step_size=0.1, compile=dict(backend=counter))
+    y0 = torch.randn(4, 3)
+    first = odeint(f, y0, torch.tensor([0.0, 0.55]), method=method, options=opts)
+    # warm-up: dynamo specialises on the first step size and on y0 not requiring grad, then turns
+    # dt into a dynamic float on the second step size; after that no call may compile anything
+    odeint(f, y0, torch.tensor([0.0, 0.37]), method=method, options=opts)
+    frames = counter.frame_count
+    assert 1 <= frames <= 6
+    for t0, t1 in ((0.1, 0.9), (0.2, 1.23), (-0.5, 0.77)):
+        y = odeint(f, torch.randn(4, 3), torch.tensor([t0, t1]), method=method, options=opts)
+        assert torch.isfinite(y).all()
+    assert counter.frame_count == frames
+    eager = odeint(f, y0, torch.tensor([0.0, 0.55]), method=method, options=dict(step_size=0.1))
+    torch.testing.assert_close(first, eager)

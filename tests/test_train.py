@@ -1,0 +1,213 @@
+"""monode.train: learning, exact resume, checkpoint integrity, divergence, schedules, NFE columns."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import monode
+from monode.train import CheckpointError, TrainConfig, TrainingDivergedError, fit, load_checkpoint
+
+
+class Blobs:
+    """Two Gaussian blobs in 2-D; a small MLP with dropout (so resuming must restore the torch RNG)."""
+
+    def __init__(self, init_seed: int = 0, n: int = 192):
+        g = torch.Generator().manual_seed(123)
+        y = torch.arange(n) % 2
+        x = torch.randn(n, 2, generator=g) + 2.0 * (2 * y[:, None] - 1)
+        self.train_data = (x[: n * 3 // 4], y[: n * 3 // 4])
+        self.eval_data = (x[n * 3 // 4:], y[n * 3 // 4:])
+        torch.manual_seed(init_seed)
+        self.model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 2))
+        self.calls = 0
+
+    def loss(self, model, batch):
+        self.calls += 1
+        x, y = batch
+        logits = model(x)
+        return F.cross_entropy(logits, y), {"accuracy": (logits.argmax(1) == y).float().mean()}
+
+    def evaluate(self, model, batch):
+        x, y = batch
+        logits = model(x)
+        return {"loss": F.cross_entropy(logits, y), "accuracy": (logits.argmax(1) == y).float().mean()}
+
+
+class FailsAt(Blobs):
+    """Blobs whose `loss` misbehaves at its `at`-th call (counted from 0): NaN loss or a kill."""
+
+    def __init__(self, at: int, error: type[BaseException] | None = None, **kw):
+        super().__init__(**kw)
+        self.at, self.error = at, error
+
+    def loss(self, model, batch):
+        loss, metrics = super().loss(model, batch)
+        if self.calls - 1 == self.at:
+            if self.error is not None:
+                raise self.error()
+            loss = loss * float("nan")
+        return loss, metrics
+
+
+def config(out, **kw) -> TrainConfig:
+    return TrainConfig(**{"epochs": 4, "lr": 0.05, "batch_size": 32, "out": out, "progress": False, **kw})
+
+
+BATCHES = 5  # ceil(144 / 32) training batches per epoch
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_loss_falls_and_accuracy_beats_chance(tmp_path):
+    rows = fit(Blobs(), config(tmp_path))
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    assert rows[-1]["train_loss"] < 0.5 * rows[0]["train_loss"]
+    assert rows[-1]["eval_accuracy"] > 0.9
+    assert json.loads((tmp_path / "metrics.json").read_text()) == rows
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 5 and lines[0].split(",")[:3] == ["epoch", "lr", "train_loss"]
+
+
+@pytest.mark.parametrize("how", ["kill", "extend"])
+def test_resume_equals_uninterrupted_run(tmp_path, how):
+    a, b = tmp_path / "a", tmp_path / "b"
+    settings = dict(lr_step=(7, 0.8), grad_clip=1.0, weight_decay=1e-3)
+    task_a = Blobs()
+    rows_a = fit(task_a, config(a, **settings))
+    if how == "kill":  # killed in the third epoch (index 2), after the checkpoint of epoch 1
+        with pytest.raises(KeyboardInterrupt):
+            fit(FailsAt(2 * BATCHES + 1, KeyboardInterrupt), config(b, **settings))
+    else:
+        fit(Blobs(), config(b, epochs=2, **settings))
+    assert load_checkpoint(b / "checkpoint.pt")["epoch"] == 1
+    task_b = Blobs(init_seed=99)  # another init: everything must come from the checkpoint
+    rows_b = fit(task_b, config(b, resume=True, **settings))
+    for p, q in zip(task_a.model.parameters(), task_b.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert without_seconds(rows_b) == without_seconds(rows_a)
+    assert without_seconds(json.loads((b / "metrics.json").read_text())) == without_seconds(rows_a)
+    csv_a, csv_b = ((d / "metrics.csv").read_text().splitlines() for d in (a, b))
+    drop_seconds = lambda lines: [line.rsplit(",", 1)[0] for line in lines]  # seconds is the last column
+    assert drop_seconds(csv_b) == drop_seconds(csv_a) and len(csv_b) == 5
+
+
+def test_resume_refuses_other_trajectory_settings(tmp_path):
+    fit(Blobs(), config(tmp_path, epochs=1))
+    with pytest.raises(ValueError, match=r"TrainConfig.lr=0.1 differs from 0.05"):
+        fit(Blobs(), config(tmp_path, lr=0.1, resume=True))
+
+
+def test_corrupt_checkpoint_raises(tmp_path):
+    fit(Blobs(), config(tmp_path, epochs=1))
+    path = tmp_path / "checkpoint.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt.*sha256 is [0-9a-f]{64}.*expects [0-9a-f]{64}"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="checkpoint.pt"):
+        fit(Blobs(), config(tmp_path, resume=True))
+
+
+def test_garbage_with_matching_sidecar_raises(tmp_path):
+    import hashlib
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"not a checkpoint")
+    (tmp_path / "checkpoint.pt.sha256").write_text(hashlib.sha256(b"not a checkpoint").hexdigest())
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt matches its sha256 but does not load"):
+        load_checkpoint(path)
+    (tmp_path / "checkpoint.pt.sha256").unlink()
+    with pytest.raises(CheckpointError, match="sidecar"):
+        load_checkpoint(path)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    fit(Blobs(), config(tmp_path, epochs=2))
+    path = tmp_path / "checkpoint.pt"
+    before = path.read_bytes(), (tmp_path / "metrics.csv").read_text()
+    with pytest.raises(TrainingDivergedError, match=r"loss is nan at epoch 2, batch 3; .*epoch 1\) is kept at .*checkpoint\.pt"):
+        fit(FailsAt(3), config(tmp_path, resume=True))
+    assert (path.read_bytes(), (tmp_path / "metrics.csv").read_text()) == before
+    assert load_checkpoint(path)["epoch"] == 1
+
+
+def test_nan_loss_in_first_epoch_writes_nothing(tmp_path):
+    with pytest.raises(TrainingDivergedError, match="epoch 0, batch 0; no checkpoint"):
+        fit(FailsAt(0), config(tmp_path))
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, capsys):
+    fit(Blobs(), config(tmp_path / "fresh", epochs=1, resume=True))
+    assert "starting a fresh run" in capsys.readouterr().out
+    with pytest.raises(FileExistsError, match="--resume.*another --out"):
+        fit(Blobs(), config(tmp_path / "fresh", epochs=1))
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    task = Blobs()
+    fit(task, config(tmp_path, epochs=1, weight_decay=1e-3))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["optimizer"]["param_groups"][0]["weight_decay"] == 1e-3
+    assert ckpt["epoch"] == 0 and ckpt["step"] == BATCHES and len(ckpt["rows"]) == 1
+    assert ckpt["config"]["out"] == str(tmp_path) and isinstance(ckpt["rng"]["torch"], torch.Tensor)
+    for name, p in task.model.state_dict().items():
+        assert torch.equal(ckpt["model"][name], p)
+
+
+def test_lr_milestones(tmp_path):
+    rows = fit(Blobs(), config(tmp_path, epochs=3, lr_milestones={0: 0.05, 2: 0.005}))
+    assert [r["lr"] for r in rows] == [0.05, 0.05, 0.005]
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["optimizer"]["param_groups"][0]["lr"] == 0.005
+
+
+def test_lr_step(tmp_path):
+    rows = fit(Blobs(), config(tmp_path, epochs=2, lr_step=(3, 0.5)))
+    # the last step of epoch 0 is step 4 (rate 0.05 * 0.5 ** 1), of epoch 1 step 9 (0.05 * 0.5 ** 3)
+    assert [r["lr"] for r in rows] == [0.025, 0.00625]
+
+
+def test_grad_clip(tmp_path):
+    # Adam divides by sqrt(v) + eps: gradients clipped far below eps = 1e-8 hardly move the weights
+    task = Blobs()
+    before = [p.detach().clone() for p in task.model.parameters()]
+    fit(task, config(tmp_path, epochs=1, grad_clip=1e-12))
+    moved = max((p - q).abs().max().item() for p, q in zip(task.model.parameters(), before))
+    assert 0 < moved < 1e-3 * 0.05
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(epochs=0), r"TrainConfig.epochs must be >= 1, got 0"),
+    (dict(grad_clip=-1.0), r"TrainConfig.grad_clip must be None or > 0, got -1.0"),
+    (dict(lr_milestones={0: 0.1}, lr_step=(5, 0.5)), r"TrainConfig.lr_step must be None when lr_milestones"),
+])
+def test_config_errors_name_the_argument(tmp_path, bad, match):
+    with pytest.raises(ValueError, match=match):
+        config(tmp_path, **bad)
+
+
+class ODEClassifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.field = nn.Linear(2, 2)
+        self.readout = nn.Linear(2, 2)
+
+    def forward(self, x):
+        t = torch.tensor([0.0, 1.0])
+        y = monode.odeint(lambda t, y: torch.tanh(self.field(y)), x, t, method="rk4",
+                          options=dict(step_size=0.25))
+        return self.readout(y[-1])
+
+
+def test_nfe_columns(tmp_path):
+    task = Blobs()
+    task.model = ODEClassifier()
+    rows = fit(task, config(tmp_path, epochs=1, grad_clip=1.0, max_batches_per_epoch=2))
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+    for column in ("train_forward_nfe", "train_backward_nfe", "eval_forward_nfe"):
+        # TODO(engine): must be > 0 once monode's solver engine replaces the torchdiffeq fallback
+        assert isinstance(rows[0][column], float) and rows[0][column] >= 0
