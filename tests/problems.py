@@ -59,3 +59,31 @@ def damped_oscillator_exact(h0: float, v0: float, gamma: float, omega: float, t:
     c1 = h0
     c2 = (v0 + alpha * h0) / beta
     return math.exp(-alpha * t) * (c1 * math.cos(beta * t) + c2 * math.sin(beta * t))
+
+
+class NesterovHForm:
+    """The h-form of the paper NesterovNODE with a linear f(h) = h A^T (identity gates, xi = 0, sign -1).
+
+    From x' = m, m' = -m - f(k x) and h = k x, k(t) = t^{-p/2} e^{t/2}, h solves
+        h'' + (p/t) h' + ((p/2)(p/2 - 1)/t^2 - 1/4) h = -k(t) f(h),
+    integrated here as the first-order system (h, v = h'). Independent of monode's code.
+    """
+
+    def __init__(self, a: torch.Tensor, p: float = 3.0) -> None:
+        self.a, self.p = a, p
+
+    def k(self, t: float) -> float:
+        return t ** (-self.p / 2) * math.exp(t / 2)
+
+    def __call__(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h, v = state
+        p = self.p
+        k = t ** (-p / 2) * torch.exp(t / 2)
+        c = (p / 2) * (p / 2 - 1) / t ** 2 - 0.25
+        return v, -(p / t) * v - c * h - k * (h @ self.a.T)
+
+    def initial(self, x0: torch.Tensor, m0: torch.Tensor, t0: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, h') at t0 from (x, m): h = k x, h' = k' x + k m with k' = -k (p/(2t) - 1/2)."""
+        k = self.k(t0)
+        dk = -k * (self.p / (2 * t0) - 0.5)
+        return k * x0, dk * x0 + k * m0

@@ -1,0 +1,84 @@
+"""AdamNODE (Cho et al. 2022): adaptive first and second moments of f drive h.
+
+    h' = sigma(m) / sqrt(act(v) + eps^2)
+    m' = beta1 (f(t, h) - m) - xi h
+    v' = beta2 (f(t, h)^2 - v)
+
+m tracks f, v tracks f^2, and h moves along f / sqrt(f^2): self-normalised dynamics without
+GHBNODE's ad-hoc gates. beta_i = sigmoid(beta~_i), learnable; act is the v-activation
+(softplus, sigmoid or identity; identity needs v > 0); xi >= 0 is an optional restoring term.
+
+The two published variants are the same system under m = -m_c (the code tracks -f with
+h' = sigma(-m_c)):
+* MNIST/Silverbox (`base.py: AdamNODEs`): beta~ = (-5, +5), act = softplus (defaults here). Its
+  corr terms softplus(c~_1) h on m_c' (= -xi h here) and softplus(c~_2) h on v' are frozen at
+  c~ = -100, i.e. zero; the second is not offered.
+* CIFAR (`cifar10/models.py`): beta~ = (+3, +3), act = sigmoid: preset "cifar".
+
+eps (1e-8) enters as sqrt(act(v) + eps^2) rather than the code's sqrt(act(v)) + eps: both are
+1/eps at act(v) = 0 and their relative difference is below eps / sqrt(act(v)) elsewhere, and the
+field then costs one rsqrt and a multiply instead of sqrt, add and a division.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._base import ActivationSpec, ModelSpec, VectorField, register_scalar, register_xi, resolve_activation
+from .networks import AdamInitialState
+
+__all__ = ["AdamField", "ADAMNODE_SPEC"]
+
+
+class AdamField(VectorField):
+    """State (h, m, v): h' = sigma(m) / sqrt(act(v) + eps^2), m' = beta1 (f - m) - xi h, v' = beta2 (f^2 - v).
+
+    Args:
+        net: f(t, h), dim -> dim channels.
+        activation: sigma on m (None = identity, as in both papers' variants).
+        v_activation: act on v: "softplus" (MNIST), "sigmoid" (CIFAR) or None/"identity".
+        beta_logits: initial (beta~1, beta~2); learn_betas=False freezes them.
+        eps: floor of the denominator, entering as sqrt(act(v) + eps^2) (see the module docstring).
+        xi, xi_logit: restoring term on m, as in `HeavyBallField`.
+    """
+
+    state_size = 3
+
+    def __init__(self, net: torch.nn.Module, *, activation: ActivationSpec = None,
+                 v_activation: ActivationSpec = "softplus", beta_logits: tuple[float, float] = (-5.0, 5.0),
+                 learn_betas: bool = True, eps: float = 1e-8, xi: float = 0.0, xi_logit: float | None = None) -> None:
+        super().__init__(net)
+        if len(beta_logits) != 2:
+            raise ValueError(f"beta_logits must be a pair (beta~1, beta~2), got {beta_logits!r}")
+        self.gate = resolve_activation(activation, "activation")
+        self.v_act = resolve_activation(v_activation, "v_activation")
+        register_scalar(self, "beta1_logit", beta_logits[0], trainable=learn_betas)
+        register_scalar(self, "beta2_logit", beta_logits[1], trainable=learn_betas)
+        register_xi(self, xi, xi_logit)
+        self.eps_squared = float(eps) ** 2
+
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(beta1, beta2, -xi or None)."""
+        xi = self.xi_value()
+        return torch.sigmoid(self.beta1_logit), torch.sigmoid(self.beta2_logit), None if xi is None else -xi
+
+    def rhs(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+            coef: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h, m, v = state
+        beta1, beta2, neg_xi = coef
+        f = self.net(t, h)
+        inv_scale = torch.rsqrt((v if self.v_act is None else self.v_act(v)) + self.eps_squared)
+        dh = (m if self.gate is None else self.gate(m)) * inv_scale
+        dm = (f - m) * beta1
+        if neg_xi is not None:
+            dm = dm.addcmul_(h, neg_xi)
+        return dh, dm, (f * f - v) * beta2
+
+
+ADAMNODE_SPEC = ModelSpec(
+    "adamnode", AdamField, AdamInitialState, "h' = m / sqrt(v), m' = beta1 (f - m), v' = beta2 (f^2 - v)",
+    presets={
+        "mnist": dict(dim=5, hidden=50),
+        "cifar": dict(beta_logits=(3.0, 3.0), v_activation="sigmoid", dim=15, hidden=31),
+        "pv": {}, "walker": {}, "pointcloud": {}, "silverbox": {},
+    },
+)

@@ -1,0 +1,87 @@
+"""HBNODE and GHBNODE (Xia et al., NeurIPS 2021): the continuous heavy-ball limit.
+
+    h' = sigma(m)
+    m' = -gamma m + f(t, h) - xi h
+
+HBNODE: sigma = identity and xi = 0, i.e. h'' + gamma h' = f(t, h). GHBNODE gates h' with sigma
+(tanh or hardtanh(+-c)) and adds the restoring term -xi h, xi >= 0. gamma = sigmoid(gamma~) with
+gamma~ learnable (initialised at -3, gamma_0 = 0.047); xi is fixed or learnable as softplus(xi~).
+
+Mapping to the official code (`base.py: HeavyBallNODE`), which integrates h' = sigma(-m_c),
+m_c' = s f_c(t, h) - sigmoid(gamma~) m_c + softplus(c~) h (s = +1): substituting m = -m_c gives
+m' = -gamma m - s f_c - softplus(c~) h, i.e. this system with f = -s f_c (a learned f absorbs the
+sign: negate its last layer) and xi = softplus(c~) (the code's "+corr h" is a restoring force under
+its sign). The CIFAR code's "+xres h" is xi = xres (1.5 for GHBNODE); the frozen c~ = -100 of
+HBNODE on MNIST is xi = 0 here (no term).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._base import ActivationSpec, ModelSpec, VectorField, register_scalar, register_xi, resolve_activation
+from .networks import InitialVelocity
+
+__all__ = ["HeavyBallField", "HBNODE_SPEC", "GHBNODE_SPEC"]
+
+
+class HeavyBallField(VectorField):
+    """State (h, m): h' = sigma(m), m' = -gamma m + f(t, h) - xi h.
+
+    Args:
+        net: f(t, h), dim -> dim channels.
+        activation: sigma (see `resolve_activation`); None = identity (HBNODE).
+        gamma_logit: initial gamma~, gamma = sigmoid(gamma~); learn_gamma=False freezes it.
+        xi: fixed restoring coefficient (0 = no term); xi_logit: learnable instead, xi = softplus(xi~).
+    """
+
+    state_size = 2
+
+    def __init__(self, net: torch.nn.Module, *, activation: ActivationSpec = None, gamma_logit: float = -3.0,
+                 learn_gamma: bool = True, xi: float = 0.0, xi_logit: float | None = None) -> None:
+        super().__init__(net)
+        self.gate = resolve_activation(activation, "activation")
+        register_scalar(self, "gamma_logit", gamma_logit, trainable=learn_gamma)
+        register_xi(self, xi, xi_logit)
+
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(-gamma, -xi or None)."""
+        xi = self.xi_value()
+        return -torch.sigmoid(self.gamma_logit), None if xi is None else -xi
+
+    def rhs(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
+            coef: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        h, m = state
+        neg_gamma, neg_xi = coef
+        dm = torch.addcmul(self.net(t, h), m, neg_gamma)
+        if neg_xi is not None:
+            dm = dm.addcmul_(h, neg_xi)
+        return (m if self.gate is None else self.gate(m)), dm
+
+
+_LN2 = math.log(2.0)  # softplus(0): the official c~ = 0
+
+HBNODE_SPEC = ModelSpec(
+    "hbnode", HeavyBallField, InitialVelocity, "h' = m, m' = -gamma m + f(t, h)",
+    presets={
+        "mnist": dict(dim=5, hidden=50),
+        "cifar": dict(dim=12, hidden=51),
+        "pv": dict(xi_logit=0.0),          # c~ = 0 trainable
+        "walker": dict(xi=_LN2),           # c~ = 0 frozen: a fixed restoring term, as released
+        "pointcloud": {},
+        "silverbox": {},
+    },
+)
+GHBNODE_SPEC = ModelSpec(
+    "ghbnode", HeavyBallField, InitialVelocity, "h' = sigma(m), m' = -gamma m + f(t, h) - xi h",
+    options=dict(activation="tanh", xi_logit=2.0),  # MNIST: tanh, c~_0 = 2 trainable
+    presets={
+        "mnist": dict(dim=6, hidden=45),   # HB repo; the Nesterov repo used (5, 50)
+        "cifar": dict(xi=1.5, xi_logit=None, dim=12, hidden=51),
+        "pv": dict(xi_logit=0.0),
+        "walker": dict(xi_logit=1.0),
+        "pointcloud": dict(activation=None, xi=2.0, xi_logit=None),
+        "silverbox": dict(activation=("hardtanh", 5.0), xi=_LN2, xi_logit=None),
+    },
+)

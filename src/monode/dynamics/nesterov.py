@@ -1,0 +1,163 @@
+r"""NesterovNODE and GNesterovNODE (Nguyen et al., NeurIPS 2022): the ODE limit of NAG.
+
+Nesterov's ODE h'' + (p/t) h' = -grad F (p = 3) has singular damping at t = 0. With
+k(t) = t^{-p/2} e^{t/2} and h = k x the layer integrates, on t in [1, 2]:
+
+    NesterovNODE:   x' = m,          m' = -m - f(t, h(t)),                 h(t) = k(t) x
+    GNesterovNODE:  x' = sigma2(m),  m' = -m - sigma3(f(t, h(t))) - xi h(t), h(t) = sigma1(k(t)) x
+
+and reads out h(T) = sigma1(k(T)) x(T). (With identity gates and xi = 0, h satisfies
+h'' + (p/t) h' + ((p/2)(p/2 - 1)/t^2 - 1/4) h = -k(t) f(t, h), i.e. (p = 3)
+h'' + (3/t) h' + (3/(4 t^2) - 1/4) h = -k f; `tests/problems.py` integrates that form as an oracle.)
+Initial state from the input's variables (h0, m0): x0 = h0 / sigma1(k(t0)) and m0 as given: the
+learned initial-velocity network's second output is taken as m0 directly (zeros without one).
+`sign` multiplies f (m' = -m + sign sigma3(f) - xi h); the paper's -f is the default sign = -1.
+
+official=True is the compatibility mode reproducing what the released code integrates
+(`base.py: NesterovNODE` + `NODEintegrate.calc_algebraic_factor`), which is NOT the system
+above. The state is read as (a, b) = "(h, h')"; with r = 1/k = t^{p/2} e^{-t/2} and
+r' = (p/(2t) - 1/2) r:
+
+    m~ = r'(t) a + r(t) b,   a' = sigma2(m~),   b' = sign sigma3(f(t, a)) - m~ - xi a
+
+so f sees the raw a, not k x. The initial state is the input's variables unchanged, and the
+final state is reinterpreted as (x, m): h = sigma1(k(T)) a, h' = sigma1(k(T)) (b - c_T h) with
+c_T = (p/(2T)) r(T) - 1/(2 sigma1(k(T))) (`decode`; only h is read out). The released ODE-RNN
+applies this to a [B, 2, H] slice and so skips batch row 0; here every row is transformed.
+Official signs: MNIST/point cloud sign = -1 (default), Walker sign = +1 (preset "walker").
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._base import ActivationSpec, ModelSpec, State, VectorField, register_xi, resolve_activation
+from .networks import InitialVelocity
+
+__all__ = ["NesterovField", "nesterov_k", "nesterov_r", "nesterov_dr", "NESTEROVNODE_SPEC", "GNESTEROVNODE_SPEC"]
+
+
+def nesterov_k(t: torch.Tensor, p: float = 3.0) -> torch.Tensor:
+    """k(t) = t^{-p/2} e^{t/2} = exp(-(p/2) log t + t/2); k(1) = 1.6487, k(2) = 0.9610 for p = 3."""
+    return torch.xlogy(-0.5 * p, t).add_(t, alpha=0.5).exp_()
+
+
+def nesterov_r(t: torch.Tensor, p: float = 3.0) -> torch.Tensor:
+    """r(t) = 1/k(t) = t^{p/2} e^{-t/2}; r(1) = 0.6065, r(2) = 1.0405 for p = 3."""
+    return torch.xlogy(0.5 * p, t).add_(t, alpha=-0.5).exp_()
+
+
+def nesterov_dr(t: torch.Tensor, p: float = 3.0) -> torch.Tensor:
+    """r'(t) = (p/(2t) - 1/2) r(t); r'(1) = 0.6065, r'(2) = 0.2601 for p = 3."""
+    return (0.5 * p / t - 0.5) * nesterov_r(t, p)
+
+
+class NesterovField(VectorField):
+    """State (x, m) of the paper system, or (a, b) with official=True (see the module docstring).
+
+    Args:
+        net: f(t, h), dim -> dim channels.
+        official: reproduce the released code's field and readout instead of the paper system.
+        activation: sigma2 on m (on m~ in official mode); k_activation: sigma1 on k(t);
+            f_activation: sigma3 on f. None = identity (NesterovNODE).
+        sign: +-1 multiplying sigma3(f); -1 is the paper's m' = -m - f.
+        p: the damping factor of h'' + (p/t) h' (3 in the papers).
+        xi, xi_logit: restoring term, fixed or learnable softplus(xi~), as in `HeavyBallField`.
+    """
+
+    state_size = 2
+    t_span = (1.0, 2.0)
+
+    def __init__(self, net: torch.nn.Module, *, official: bool = False, activation: ActivationSpec = None,
+                 k_activation: ActivationSpec = None, f_activation: ActivationSpec = None, sign: int = -1,
+                 p: float = 3.0, xi: float = 0.0, xi_logit: float | None = None) -> None:
+        super().__init__(net)
+        if sign not in (-1, 1):
+            raise ValueError(f"sign must be -1 or +1, got {sign!r}")
+        if not (isinstance(p, (int, float)) and p > 0 and math.isfinite(p)):
+            raise ValueError(f"p must be a finite float > 0, got {p!r}")
+        self.official = bool(official)
+        self.gate = resolve_activation(activation, "activation")
+        self.k_gate = resolve_activation(k_activation, "k_activation")
+        self.f_gate = resolve_activation(f_activation, "f_activation")
+        self.sign, self.p = int(sign), float(p)
+        register_xi(self, xi, xi_logit)
+
+    def coefficients(self) -> tuple[torch.Tensor | None]:
+        """(xi or None,)."""
+        return (self.xi_value(),)
+
+    def gated_k(self, t: torch.Tensor) -> torch.Tensor:
+        """sigma1(k(t)): h = sigma1(k(t)) x."""
+        k = nesterov_k(t, self.p)
+        return k if self.k_gate is None else self.k_gate(k)
+
+    def rhs(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
+            coef: tuple[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        (xi,) = coef
+        if self.official:
+            a, b = state
+            r = nesterov_r(t, self.p)
+            m = torch.mul(b, r).addcmul_(a, (0.5 * self.p / t - 0.5) * r)  # m~ = r' a + r b
+            h = a
+        else:
+            x, m = state
+            h = x * self.gated_k(t)
+        f = self.net(t, h)
+        if self.f_gate is not None:
+            f = self.f_gate(f)
+        dm = torch.add(m, f, alpha=-self.sign)  # -(dm) = m - sign sigma3(f) + xi h
+        if xi is not None:
+            dm = dm.addcmul_(h, xi)
+        return (m if self.gate is None else self.gate(m)), dm.neg_()
+
+    def encode(self, variables: State, t: torch.Tensor) -> State:
+        """Paper: x0 = h0 / sigma1(k(t0)), m0 as given (zeros if absent). Official: unchanged."""
+        state = super().encode(variables, t)
+        if self.official:
+            return state
+        return state[0] / self.gated_k(t), state[1]
+
+    def decode(self, state: State, t: torch.Tensor) -> State:
+        """Paper: (h, m) = (sigma1(k(t)) x, m). Official: the calc_algebraic_factor (h, h')."""
+        s1 = self.gated_k(t)
+        h = s1 * state[0]
+        if not self.official:
+            return h, state[1]
+        c = 0.5 * self.p / t * nesterov_r(t, self.p) - 0.5 / s1
+        return h, s1 * (state[1] - c * h)
+
+    def readout(self, state: State, t: torch.Tensor) -> torch.Tensor:
+        """h(T) = sigma1(k(T)) x(T) (in official mode: of the state's first half)."""
+        return self.gated_k(t) * state[0]
+
+
+_HARDTANH_HALF = ("hardtanh", 0.5)
+
+NESTEROVNODE_SPEC = ModelSpec(
+    "nesterovnode", NesterovField, InitialVelocity, "h = k(t) x, x' = m, m' = -m - f(t, h)",
+    presets={
+        "mnist": dict(dim=5, hidden=50),
+        "cifar": dict(dim=12, hidden=51),
+        "walker": dict(sign=1),
+        "pv": {}, "pointcloud": {}, "silverbox": {},
+    },
+)
+GNESTEROVNODE_SPEC = ModelSpec(
+    "gnesterovnode", NesterovField, InitialVelocity,
+    "h = sigma1(k(t)) x, x' = sigma2(m), m' = -m - sigma3(f(t, h)) - xi h",
+    options=dict(activation=_HARDTANH_HALF, k_activation=_HARDTANH_HALF, f_activation=_HARDTANH_HALF,
+                 xi_logit=2.0),  # MNIST
+    presets={
+        "mnist": dict(dim=5, hidden=50),
+        "cifar": dict(activation="tanh", k_activation="tanh", f_activation="tanh", xi=1.5, xi_logit=None,
+                      dim=12, hidden=51),
+        "walker": dict(activation=None, k_activation=None, f_activation=None, xi_logit=0.0, sign=1),
+        "pointcloud": dict(activation=("hardtanh", 5.0), k_activation=("hardtanh", 5.0),
+                           f_activation=("hardtanh", 5.0), xi=0.5, xi_logit=None),
+        "silverbox": dict(activation=("hardtanh", 0.25), k_activation=("hardtanh", 0.25),
+                          f_activation=("hardtanh", 0.25), xi=math.log(2.0), xi_logit=None),
+        "pv": {},
+    },
+)

@@ -1,0 +1,37 @@
+"""SONODE (Norcliffe et al. 2020): a second-order neural ODE as a first-order system.
+
+    y' = v,    v' = f(t, [y, v])
+
+f sees y and v concatenated on the channel dimension (2*dim channels in, dim out); the initial
+velocity v(0) comes from a learned network (`InitialVelocity`), h = y is read out.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._base import ModelSpec, VectorField
+from .networks import InitialVelocity
+
+__all__ = ["SecondOrderField", "SONODE_SPEC"]
+
+
+class SecondOrderField(VectorField):
+    """State (y, v): y' = v, v' = f(t, [y, v])."""
+
+    state_size = 2
+
+    @classmethod
+    def f_channels(cls, dim: int) -> tuple[int, int]:
+        return 2 * dim, dim
+
+    def rhs(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
+            coef: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        y, v = state
+        return v, self.net(t, torch.cat([y, v], 1))
+
+
+SONODE_SPEC = ModelSpec(
+    "sonode", SecondOrderField, InitialVelocity, "y'' = f(t, y, y')",
+    presets={"mnist": dict(dim=5, hidden=50), "cifar": dict(dim=12, hidden=50), "pv": {}, "walker": {},
+             "pointcloud": {}, "silverbox": {}},
+)

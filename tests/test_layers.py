@@ -1,0 +1,164 @@
+"""ODEBlock and ODERNN: outputs, statistics, adjoint agreement, per-sample time gaps, the demo."""
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchdiffeq
+from torch import nn
+
+import monode.solvers
+from monode.dynamics import MODELS, build_initializer, build_model
+from monode.layers import ODEBlock, ODERNN, image_classifier
+
+F64 = torch.float64
+needs_stats = pytest.mark.skipif(not monode.solvers.METHODS,
+                                 reason="solver statistics need monode's own solver engine (METHODS is empty "
+                                        "while monode.solvers re-exports torchdiffeq)")
+
+
+def _block(name: str, **options) -> ODEBlock:
+    torch.manual_seed(0)
+    field = build_model(name, dim=3, hidden=8).double()
+    init = build_initializer(name, in_channels=2, dim=3, hidden=4, conv=False).double()
+    return ODEBlock(field, init, rtol=1e-9, atol=1e-9, **options)
+
+
+def test_outputs_readout_variables_state_and_trajectory():
+    block = _block("nesterovnode")
+    x = torch.randn(5, 2, dtype=F64)
+    h, state, variables = block(x), block(x, output="state"), block(x, output="variables")
+    k2 = 2.0 ** -1.5 * torch.e  # h(2) = k(2) x(2) for the paper NesterovNODE
+    assert torch.allclose(h, k2 * state[0]) and torch.equal(variables[0], h) and torch.equal(variables[1], state[1])
+    times = torch.tensor([1.0, 1.5, 2.0], dtype=F64)
+    trajectory = block(x, times)
+    assert trajectory.shape == (3, 5, 3) and torch.allclose(trajectory[-1], h, atol=1e-8)
+    assert torch.allclose(trajectory[0], block.init(x)[0])  # h(t0) = h0: encode and readout are inverse
+    with pytest.raises(ValueError, match="'everything'"):
+        block(x, output="everything")
+
+
+def test_no_init_means_zero_momentum_and_t_span_override():
+    field = build_model("hbnode", dim=2, hidden=4).double()
+    x = torch.randn(3, 2, dtype=F64)
+    h, m = ODEBlock(field, t_span=(0.0, 1e-12))(x, output="variables")
+    assert torch.allclose(h, x) and torch.allclose(m, torch.zeros_like(m), atol=1e-10)
+    with pytest.raises(ValueError, match="t_span"):
+        ODEBlock(field, t_span=(1.0, 1.0))
+
+
+@needs_stats
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_last_stats_count_forward_and_backward(adjoint):
+    block = _block("hbnode", adjoint=adjoint)
+    h = block(torch.randn(4, 2, dtype=F64))
+    stats = block.last_stats
+    assert stats.forward_nfe > 0 and stats.backward_nfe == 0
+    h.sum().backward()
+    assert block.last_stats is stats and stats.backward_nfe > 0
+    if not adjoint:
+        assert stats.backward_nfe == stats.forward_nfe
+
+
+@pytest.mark.parametrize("name", ["hbnode", "ghbnode", "adamnode", "gnesterovnode"])
+def test_adjoint_gradients_match_backprop(name):
+    x = torch.randn(4, 2, dtype=F64)
+    grads = []
+    for adjoint in (False, True):
+        block = _block(name, adjoint=adjoint)
+        if name == "gnesterovnode":  # smooth gates: hardtanh kinks make the two differ by more than the tolerance
+            block.field = build_model(name, dim=3, hidden=8, preset="cifar").double()
+        params = [p for p in block.parameters()]
+        grads.append(torch.autograd.grad(block(x).pow(2).sum(), params))
+    for backprop, adjoint in zip(*grads):
+        assert torch.allclose(backprop, adjoint, rtol=1e-5, atol=1e-7)
+
+
+class Identity(nn.Module):
+    def forward(self, variables, x):
+        return variables
+
+
+def test_odernn_per_sample_gaps_match_separate_solves():
+    """One batched solve with gaps dt = (0.3, 1, 2.5) equals three solves of the field over [0, dt_i]."""
+    torch.manual_seed(0)
+    field = build_model("ghbnode", dim=3, hidden=8).double()  # autonomous MLP f
+    rnn = ODERNN(field, Identity(), rtol=1e-10, atol=1e-10)
+    h0, m0 = torch.randn(3, 3, dtype=F64), torch.randn(3, 3, dtype=F64)
+    dt = torch.tensor([[0.3, 1.0, 2.5]], dtype=F64)
+    out = rnn(torch.zeros(1, 3, 1, dtype=F64), dt, (h0, m0))
+    assert out.evolved[0].shape == (1, 3, 3) and torch.equal(out.updated[0][0], h0)
+    for i in range(3):
+        t = torch.tensor([0.0, dt[0, i].item()], dtype=F64)
+        h_ref, m_ref = torchdiffeq.odeint(field, (h0[i:i + 1], m0[i:i + 1]), t, rtol=1e-11, atol=1e-11)
+        assert torch.allclose(out.evolved[0][0, i], h_ref[-1, 0], rtol=1e-7, atol=1e-9)
+        assert torch.allclose(out.evolved[1][0, i], m_ref[-1, 0], rtol=1e-7, atol=1e-9)
+
+
+class AddInput(nn.Module):
+    """Jump h <- h + W x, keep m."""
+
+    def __init__(self, features: int, hidden: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(features, hidden)
+
+    def forward(self, variables, x):
+        if isinstance(variables, torch.Tensor):
+            return variables + self.linear(x)
+        return (variables[0] + self.linear(x), *variables[1:])
+
+
+@pytest.mark.parametrize("name", ["node", "hbnode", "adamnode", "nesterovnode"])
+def test_odernn_sequence_shapes_and_adjoint(name):
+    torch.manual_seed(0)
+    field = build_model(name, dim=4, hidden=8).double()
+    cell = AddInput(3, 4).double()
+    x, dt = torch.randn(5, 2, 3, dtype=F64), torch.rand(5, 2, dtype=F64)
+    results = []
+    for adjoint in (False, True):
+        rnn = ODERNN(field, cell, hidden_size=4, rtol=1e-9, atol=1e-9, adjoint=adjoint)
+        out = rnn(x, dt)
+        h = out.evolved if name == "node" else out.evolved[0]
+        assert h.shape == (5, 2, 4)
+        if name != "node":
+            assert len(out.updated) == MODELS[name].state_size
+        params = list(rnn.parameters())
+        results.append(torch.autograd.grad(h[-1].pow(2).sum(), params))
+    for backprop, adjoint in zip(*results):
+        assert torch.allclose(backprop, adjoint, rtol=1e-5, atol=1e-7)
+
+
+def test_odernn_checks_shapes():
+    rnn = ODERNN(build_model("hbnode", dim=2, hidden=2), Identity(), hidden_size=2)
+    with pytest.raises(ValueError, match=r"\[T, B\]"):
+        rnn(torch.zeros(4, 3, 1), torch.zeros(4, 2))
+
+
+@needs_stats
+def test_odernn_counts_every_solve():
+    rnn = ODERNN(build_model("hbnode", dim=2, hidden=2), Identity(), hidden_size=2, method="rk4",
+                 options=dict(step_size=0.5))
+    rnn(torch.zeros(3, 2, 1), torch.ones(3, 2))
+    assert rnn.last_stats.forward_nfe == 3 * 2 * 4 and rnn.last_stats.solves == 3
+
+
+def test_image_classifier_forward():
+    model = image_classifier("hbnode", method="rk4", options=dict(step_size=0.5))
+    logits = model(torch.rand(2, 1, 28, 28))
+    assert logits.shape == (2, 10)
+
+
+def test_demo_runs(capsys, monkeypatch):
+    demo = Path(__file__).resolve().parents[1] / "docs" / "demo_models.py"
+    monkeypatch.setattr(sys, "argv", [str(demo), "--batch", "3", "--dim", "2", "--tol", "1e-3"])
+    runpy.run_path(str(demo), run_name="__main__")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 + len(MODELS)
+    for line, name in zip(lines[1:], MODELS):
+        words = line.split()
+        assert words[0] == name and int(words[-2]) > 0
+        if monode.solvers.METHODS:
+            assert int(words[-1]) > 0
