@@ -1,0 +1,7 @@
+"""Benchmark tasks by name: each file is one benchmark (its data, networks and metrics)."""
+from ._base import BenchmarkTask, RunOptions
+from .point_cloud import TASK as _point_cloud
+
+TASKS: dict[str, BenchmarkTask] = {t.name: t for t in (_point_cloud,)}
+
+__all__ = ["TASKS", "BenchmarkTask", "RunOptions"]

@@ -1,0 +1,85 @@
+"""What every benchmark task shares: run options from the CLI, presets, and the train-or-study entry."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ..train import Task, TrainConfig, fit, seed_everything
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """Everything `monode train` / `monode compare` can set for one run; None means the task's default."""
+
+    model: str
+    method: str | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    step_size: float | None = None
+    adjoint: bool | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    data_dir: str | None = None
+    subset: int | None = None
+    preset: str = "quick"
+    seed: int = 0
+    device: str = "cpu"
+    resume: bool = False
+    progress: bool = True
+    max_batches: int | None = None
+
+    def solver_options(self) -> dict | None:
+        return None if self.step_size is None else dict(step_size=self.step_size)
+
+
+class BenchmarkTask:
+    """A benchmark: its presets (data size, schedule, solver settings) and how it builds a trainable task.
+
+    Subclasses set `name`, `summary`, `models`, `metric` and `presets` (name -> dict of defaults for the
+    RunOptions/TrainConfig fields, plus task-specific keys), and implement `build`. A study that does
+    not train (e.g. Silverbox initialisation) overrides `run` instead.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    models: ClassVar[tuple[str, ...]]
+    metric: ClassVar[str] = "accuracy"  # the headline eval metric column, "eval_<metric>"
+    higher_is_better: ClassVar[bool] = True
+    presets: ClassVar[dict[str, dict[str, Any]]]
+
+    def settings(self, opts: RunOptions) -> dict[str, Any]:
+        """The preset's defaults overridden by every option the user set."""
+        if opts.preset not in self.presets:
+            raise ValueError(f"--preset {opts.preset!r} is not defined for task {self.name!r}; "
+                             f"choose one of {sorted(self.presets)}")
+        if opts.model not in self.models:
+            raise ValueError(f"--model {opts.model!r} is not available for task {self.name!r}; "
+                             f"choose one of {list(self.models)}")
+        merged = dict(self.presets[opts.preset])
+        merged.update({k: v for k, v in dataclasses.asdict(opts).items() if v is not None})
+        return merged
+
+    def build(self, opts: RunOptions, settings: dict[str, Any]) -> Task:
+        raise NotImplementedError
+
+    def run(self, opts: RunOptions, out: Path) -> list[dict[str, float]]:
+        """Train `opts.model` on this task into `out`; returns the per-epoch metric rows."""
+        settings = self.settings(opts)
+        seed_everything(opts.seed)
+        task = self.build(opts, settings)
+        config = TrainConfig(
+            epochs=settings["epochs"], lr=settings["lr"], batch_size=settings["batch_size"], out=Path(out),
+            grad_clip=settings.get("grad_clip"), lr_milestones=settings.get("lr_milestones"),
+            lr_step=settings.get("lr_step"), weight_decay=settings.get("weight_decay", 0.0), seed=opts.seed,
+            resume=opts.resume, device=opts.device, progress=opts.progress,
+            max_batches_per_epoch=settings.get("max_batches"), eval_every=settings.get("eval_every", 1))
+        task.model.to(opts.device)
+        return fit(task, config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
