@@ -15,9 +15,6 @@ from monode.dynamics import MODELS, build_initializer, build_model
 from monode.layers import ODEBlock, ODERNN, image_classifier
 
 F64 = torch.float64
-needs_stats = pytest.mark.skipif(not monode.solvers.METHODS,
-                                 reason="solver statistics need monode's own solver engine (METHODS is empty "
-                                        "while monode.solvers re-exports torchdiffeq)")
 
 
 def _block(name: str, **options) -> ODEBlock:
@@ -50,7 +47,6 @@ def test_no_init_means_zero_momentum_and_t_span_override():
         ODEBlock(field, t_span=(1.0, 1.0))
 
 
-@needs_stats
 @pytest.mark.parametrize("adjoint", [False, True])
 def test_last_stats_count_forward_and_backward(adjoint):
     block = _block("hbnode", adjoint=adjoint)
@@ -137,7 +133,6 @@ def test_odernn_checks_shapes():
         rnn(torch.zeros(4, 3, 1), torch.zeros(4, 2))
 
 
-@needs_stats
 def test_odernn_counts_every_solve():
     rnn = ODERNN(build_model("hbnode", dim=2, hidden=2), Identity(), hidden_size=2, method="rk4",
                  options=dict(step_size=0.5))
@@ -160,5 +155,4 @@ def test_demo_runs(capsys, monkeypatch):
     for line, name in zip(lines[1:], MODELS):
         words = line.split()
         assert words[0] == name and int(words[-2]) > 0
-        if monode.solvers.METHODS:
-            assert int(words[-1]) > 0
+        assert int(words[-1]) > 0
