@@ -10,7 +10,6 @@ import torch
 import torchdiffeq
 from torch import nn
 
-import monode.solvers
 from monode.dynamics import MODELS, build_initializer, build_model
 from monode.layers import ODEBlock, ODERNN, image_classifier
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .tasks import TASKS
-from .tasks._base import RunOptions, count_parameters
+from .tasks._base import RunOptions
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ without autograd, and decreasing time is integrated natively (no reversed-functi
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar
+from typing import Callable, ClassVar
 
 import torch
 
