@@ -58,7 +58,6 @@ def cmd_models(args: argparse.Namespace) -> None:
     for name, spec in MODELS.items():
         doc = (getattr(spec, "summary", None) or (spec.__doc__ or "")).strip().splitlines()
         print(f"{name:14s} {doc[0] if doc else ''}")
-    print(f"{'resnet':14s} discrete residual network baseline (NAG-solver benchmarks)")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
