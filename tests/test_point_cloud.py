@@ -53,6 +53,20 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys) -> None:
     assert "not a monode solver" in capsys.readouterr().err
 
 
+def test_set_overrides_a_task_setting(tmp_path, capsys) -> None:
+    assert main(["train", "point-cloud", "--model", "node", "--epochs", "1", "--no-progress", "--set", "dim=3",
+                 "--set", "n_inner=10", "--set", "n-outer=20", "--out", str(tmp_path / "a")]) == 0
+    from monode.tasks._base import RunOptions
+    task = TASKS["point-cloud"]
+    opts = RunOptions(model="node", overrides={"dim": 3, "n_inner": 10})
+    built = task.build(opts, task.settings(opts))
+    assert built.train_data[0].shape[1] == 3 and len(built.train_data[0]) == 10 + 240
+    assert main(["train", "point-cloud", "--model", "node", "--set", "colour=red", "--out", str(tmp_path / "b")]) == 2
+    assert "--set colour=... is not a setting" in capsys.readouterr().err
+    assert main(["train", "point-cloud", "--model", "node", "--set", "dim", "--out", str(tmp_path / "c")]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
 def test_listing_commands(capsys) -> None:
     assert main(["tasks"]) == 0 and "point-cloud" in capsys.readouterr().out
     assert main(["models"]) == 0

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from .tasks import TASKS
-from .tasks._base import RunOptions
+from .tasks._base import RunOptions, parse_override
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -25,6 +26,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="batch size (default: task preset)")
     g.add_argument("--lr", type=float, help="Adam learning rate (default: task preset)")
     g.add_argument("--max-batches", type=int, help="cap on batches per epoch (quick checks)")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a task setting of the preset, e.g. --set dataset=physionet (repeatable; "
+                        "`monode tasks` lists each task's settings)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -39,7 +43,8 @@ def _options(args: argparse.Namespace, model: str) -> RunOptions:
     return RunOptions(model=model, method=args.method, rtol=args.rtol, atol=args.atol, step_size=args.step_size,
                       adjoint=args.adjoint, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       data_dir=args.data_dir, subset=args.subset, preset=args.preset, seed=args.seed,
-                      device=args.device, resume=args.resume, progress=args.progress, max_batches=args.max_batches)
+                      device=args.device, resume=args.resume, progress=args.progress, max_batches=args.max_batches,
+                      overrides=dict(parse_override(text) for text in args.overrides))
 
 
 def _task(name: str):
@@ -51,6 +56,10 @@ def _task(name: str):
 def cmd_tasks(args: argparse.Namespace) -> None:
     for name, task in TASKS.items():
         print(f"{name:16s} {task.summary}\n{'':16s} models: {', '.join(task.models)}; presets: {', '.join(task.presets)}")
+        generic = {f.name for f in dataclasses.fields(RunOptions)}
+        own = sorted({k for preset in task.presets.values() for k in preset} - generic)
+        if own:
+            print(f"{'':16s} settings (--set KEY=VALUE): {', '.join(own)}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -63,7 +72,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     task = _task(args.task)
     out = args.out or Path("runs") / args.task / args.model
-    rows = task.run(_options(args, args.model), out)
+    rows = task.run(_options(args, args.model), out).rows
     if rows:
         last = rows[-1]
         print(f"done: {args.task} / {args.model}: " + ", ".join(
@@ -83,8 +92,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         task.settings(opts)  # fail fast on a bad model/preset before training anything
     for model in models:
         print(f"== {args.task}: {model}", flush=True)
-        results[model] = task.run(_options(args, model), out / model)
-        params[model] = getattr(task, "last_param_count", "")
+        results[model], params[model] = task.run(_options(args, model), out / model)
     table = write_comparison(out, results, task.metric, task.higher_is_better, params, title=f"{args.task} ({args.preset})")
     print(table.read_text())
     print(f"outputs in {out}: table.md, metrics.csv, *.png and one folder per model")

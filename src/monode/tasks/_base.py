@@ -1,9 +1,10 @@
 """What every benchmark task shares: run options from the CLI, presets, and the train-or-study entry."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from torch import nn
 
@@ -31,9 +32,29 @@ class RunOptions:
     resume: bool = False
     progress: bool = True
     max_batches: int | None = None
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # task-specific preset keys (--set)
 
     def solver_options(self) -> dict | None:
         return None if self.step_size is None else dict(step_size=self.step_size)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`--set key=value`: value as a Python literal (number, bool, tuple, ...) or else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        parsed = value.strip()
+    return key.strip().replace("-", "_"), parsed
+
+
+class RunResult(NamedTuple):
+    """What one training run returns: the per-epoch metric rows and the model's trainable parameters."""
+
+    rows: list[dict[str, float]]
+    parameters: int
 
 
 class BenchmarkTask:
@@ -60,14 +81,20 @@ class BenchmarkTask:
             raise ValueError(f"--model {opts.model!r} is not available for task {self.name!r}; "
                              f"choose one of {list(self.models)}")
         merged = dict(self.presets[opts.preset])
-        merged.update({k: v for k, v in dataclasses.asdict(opts).items() if v is not None})
+        unknown = sorted(set(opts.overrides) - set(merged))
+        if unknown:
+            raise ValueError(f"--set {unknown[0]}=... is not a setting of task {self.name!r} (preset "
+                             f"{opts.preset!r}); its settings are {sorted(merged)}")
+        merged.update({k: v for k, v in dataclasses.asdict(opts).items() if v is not None and k != "overrides"})
+        merged.update(opts.overrides)
         return merged
 
     def build(self, opts: RunOptions, settings: dict[str, Any]) -> Task:
+        """The trainable task (model built after seeding, data) for `opts.model` with `settings`."""
         raise NotImplementedError
 
-    def run(self, opts: RunOptions, out: Path) -> list[dict[str, float]]:
-        """Train `opts.model` on this task into `out`; returns the per-epoch metric rows."""
+    def run(self, opts: RunOptions, out: Path) -> RunResult:
+        """Train `opts.model` on this task into `out`; returns the per-epoch rows and the parameter count."""
         settings = self.settings(opts)
         seed_everything(opts.seed)
         task = self.build(opts, settings)
@@ -78,7 +105,7 @@ class BenchmarkTask:
             resume=opts.resume, device=opts.device, progress=opts.progress,
             max_batches_per_epoch=settings.get("max_batches"), eval_every=settings.get("eval_every", 1))
         task.model.to(opts.device)
-        return fit(task, config)
+        return RunResult(fit(task, config), count_parameters(task.model))
 
 
 def count_parameters(model: nn.Module) -> int:

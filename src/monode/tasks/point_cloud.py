@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..dynamics import MODELS, build_initializer, build_model
 from ..layers import ODEBlock
-from ._base import BenchmarkTask, RunOptions, count_parameters
+from ._base import BenchmarkTask, RunOptions
 
 
 def nested_spheres(n_inner: int, n_outer: int, dim: int = 2, inner: tuple[float, float] = (0.0, 0.5),
@@ -66,7 +66,6 @@ class PointCloud(BenchmarkTask):
         block = ODEBlock(field, init, method=s["method"], rtol=s["rtol"], atol=s["atol"],
                          options=opts.solver_options(), adjoint=s["adjoint"])
         model = nn.Sequential(block, nn.Linear(dim, 1))
-        self.last_param_count = count_parameters(model)
         return _PointCloudTask(model, train, test)
 
 
