@@ -8,6 +8,8 @@
 `ODEBlock` maps an input to the model's initial variables (an initial-state module, or the input
 itself), encodes them into the solver state, integrates the field over its time span and reads
 out h. `ODERNN` runs an ODE-RNN over irregularly spaced observations in one batched solve per step.
+`ResNetBlock` is the baseline the NAG-solver paper compares against: the Euler discretisation of
+a NODE block with its own weights per step.
 Both compute the field's coefficients (gamma, xi, ...) once per forward and integrate the bound
 field, with backprop through the solver or the adjoint method.
 """
@@ -20,8 +22,9 @@ from torch import nn
 
 from .dynamics import State, TimeScaledField, VectorField, build_initializer, build_model, get_spec
 from .solvers import SolverStats, odeint, odeint_adjoint, record_stats
+from .solvers._stats import active_recorders, report
 
-__all__ = ["ODEBlock", "ODERNN", "ODERNNOutput", "image_classifier"]
+__all__ = ["ODEBlock", "ODERNN", "ODERNNOutput", "ResNetBlock", "image_classifier"]
 
 _OUTPUTS = ("readout", "variables", "state")
 
@@ -188,20 +191,57 @@ class ODERNN(_Integrator):
         return ODERNNOutput(_stack(updated), _stack(evolved))
 
 
+class ResNetBlock(nn.Module):
+    """A residual network with the discretisation budget of an ODE block: depth steps of
+
+        x_{k+1} = x_k + h f_k(t_k, x_k),   h = (t1 - t0) / depth,   t_k = t0 + k h,
+
+    i.e. the Euler scheme of a NODE whose f has untied weights per step (`make_net()` builds each
+    f_k, the same network as the NODE field's). Each forward reports `depth` evaluations to the
+    active `record_stats` recorders, and `depth` more when its backward runs, as backprop through
+    an Euler solve would, so ResNets sit in the same NFE tables as the ODE models.
+    """
+
+    def __init__(self, make_net: Callable[[], nn.Module], depth: int, *, init: nn.Module | None = None,
+                 t_span: Sequence[float] = (0.0, 1.0)) -> None:
+        super().__init__()
+        if not (isinstance(depth, int) and depth >= 1):
+            raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+        self.nets = nn.ModuleList(make_net() for _ in range(depth))
+        self.init = init
+        self.t0, self.h = float(t_span[0]), (float(t_span[1]) - float(t_span[0])) / depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x if self.init is None else _first(self.init(x))
+        depth, recorders = len(self.nets), active_recorders()
+        report(recorders, backward=False, nfe=depth, steps=depth)
+        for k, net in enumerate(self.nets):
+            x = x + self.h * net(x.new_tensor(self.t0 + k * self.h), x)
+        if x.requires_grad and recorders:
+            x.register_hook(lambda grad: report(recorders, backward=True, nfe=depth, steps=depth))
+        return x
+
+
 def image_classifier(name: str, preset: str = "mnist", *, in_channels: int = 1, image_size: int = 28,
-                     num_classes: int = 10, **block_options: Any) -> nn.Sequential:
+                     num_classes: int = 10, resnet_depth: int = 10, **block_options: Any) -> nn.Sequential:
     """The papers' image classifier: initial state -> ODE with the conv field -> h(T) -> Linear.
 
     Sizes (dim, hidden of DF(dim, hidden)) and field options come from the model's `preset`
     ("mnist" or "cifar"; for CIFAR pass in_channels=3, image_size=32). The head reads only h(T):
     Linear(dim * image_size**2 -> num_classes). block_options go to `ODEBlock` (method, rtol, ...).
+    name="resnet" builds the `ResNetBlock` baseline instead: NODE's initial state and conv field
+    sizes, `resnet_depth` residual steps (block_options are ignored, it has no solver).
     """
-    spec = get_spec(name)
+    spec = get_spec("node" if name == "resnet" else name)
     dim = spec.preset(preset).get("dim")
     if dim is None:
         raise ValueError(f"preset {preset!r} of model {name!r} has no image sizes; use 'mnist' or 'cifar'")
-    field = build_model(name, net="conv", preset=preset)
-    init = build_initializer(name, in_channels=in_channels, preset=preset)
+    init = build_initializer(spec.name, in_channels=in_channels, preset=preset)
+    if name == "resnet":
+        block: nn.Module = ResNetBlock(lambda: build_model("node", net="conv", preset=preset).net, resnet_depth,
+                                       init=init)
+    else:
+        block = ODEBlock(build_model(name, net="conv", preset=preset), init, **block_options)
     head = nn.Linear(dim * image_size * image_size, num_classes)
-    return nn.Sequential(ODEBlock(field, init, **block_options), nn.Flatten(), head)
+    return nn.Sequential(block, nn.Flatten(), head)
 

@@ -1,0 +1,88 @@
+"""Image classification: MNIST and CIFAR-10 (HBNODE §5.2, AdamNODE, NesterovNODE; NAG-solver paper).
+
+The papers' classifier (`monode.layers.image_classifier`): the model's initial state from the image
+(zero augmentation for NODE/ANODE, the learned initial-velocity network otherwise), the conv field
+DF(dim, hidden) with a time channel integrated over the model's span, and Linear(dim * pixels -> 10)
+on h(T); cross-entropy, Adam, gradient clipping. `resnet` is the NAG-solver paper's baseline: the
+Euler discretisation of the NODE block with untied weights, `resnet_depth` residual steps.
+
+Presets: "paper" is the HBNODE paper's protocol (MNIST: batch 64, lr 5e-4, 40 epochs, clip 10,
+dopri5 tol 1e-4; CIFAR-10: batch 256, lr 1e-3 with StepLR(1000 iterations, 0.95), clip 1, tol 1e-3,
+40 epochs); "quick" trains on a subset for a few epochs so a CPU run takes minutes.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import Tensor, nn
+
+from ..data import load_cifar10, load_mnist
+from ..dynamics import MODELS
+from ..layers import image_classifier
+from ._base import BenchmarkTask, RunOptions
+
+Loader = Callable[..., tuple[Tensor, Tensor]]
+
+
+class ImageClassification(BenchmarkTask):
+    """One image benchmark: its loader, image geometry and the model preset ("mnist" or "cifar")."""
+
+    models = tuple(MODELS) + ("resnet",)
+    metric = "accuracy"
+
+    def __init__(self, name: str, summary: str, loader: Loader, model_preset: str, in_channels: int,
+                 image_size: int, presets: dict[str, dict[str, Any]]) -> None:
+        self.name, self.summary, self.presets = name, summary, presets
+        self.loader, self.model_preset = loader, model_preset
+        self.in_channels, self.image_size = in_channels, image_size
+
+    def build(self, opts: RunOptions, s: dict[str, Any]) -> "_ClassifierTask":
+        train = self.loader(opts.data_dir, "train", subset=s.get("subset"))
+        test = self.loader(opts.data_dir, "test", subset=s.get("test_subset"))
+        model = image_classifier(opts.model, self.model_preset, in_channels=self.in_channels,
+                                 image_size=self.image_size, resnet_depth=int(s["resnet_depth"]),
+                                 method=s["method"], rtol=s["rtol"], atol=s["atol"],
+                                 options=opts.solver_options(), adjoint=s["adjoint"])
+        return _ClassifierTask(model, train, test)
+
+
+class _ClassifierTask:
+    def __init__(self, model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]) -> None:
+        self.model, self.train_data, self.eval_data = model, train, test
+
+    @staticmethod
+    def _score(model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
+        x, y = batch
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        return loss, {"accuracy": (logits.argmax(1) == y).float().mean()}
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
+        return self._score(model, batch)
+
+    def evaluate(self, model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, float | Tensor]:
+        loss, metrics = self._score(model, batch)
+        return {"loss": float(loss), **metrics}
+
+
+_SOLVER = dict(method="dopri5", adjoint=True, resnet_depth=10)
+
+MNIST = ImageClassification(
+    "mnist", "MNIST digits (IDX files, --data-dir): accuracy vs forward/backward NFE and time",
+    load_mnist, "mnist", in_channels=1, image_size=28, presets={
+        "paper": dict(_SOLVER, epochs=40, lr=5e-4, batch_size=64, grad_clip=10.0, rtol=1e-4, atol=1e-4,
+                      subset=None, test_subset=None),
+        "quick": dict(_SOLVER, epochs=3, lr=1e-3, batch_size=64, grad_clip=10.0, rtol=1e-3, atol=1e-3,
+                      subset=2048, test_subset=1000),
+    })
+
+CIFAR10 = ImageClassification(
+    "cifar10", "CIFAR-10 (python batches, --data-dir): accuracy vs forward/backward NFE and time",
+    load_cifar10, "cifar", in_channels=3, image_size=32, presets={
+        "paper": dict(_SOLVER, epochs=40, lr=1e-3, lr_step=(1000, 0.95), batch_size=256, grad_clip=1.0,
+                      rtol=1e-3, atol=1e-3, eval_every=2, subset=None, test_subset=None),
+        "quick": dict(_SOLVER, epochs=2, lr=1e-3, batch_size=64, grad_clip=1.0, rtol=1e-3, atol=1e-3,
+                      subset=1024, test_subset=500),
+    })
+
+__all__ = ["ImageClassification", "MNIST", "CIFAR10"]
