@@ -57,21 +57,21 @@ class AdamField(VectorField):
         self.eps_squared = float(eps) ** 2
 
     def coefficients(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(beta1, beta2, -xi or None)."""
+        """(beta1, -beta2, -xi or None): signs folded in once per solve, so each call saves an op."""
         xi = self.xi_value()
-        return torch.sigmoid(self.beta1_logit), torch.sigmoid(self.beta2_logit), None if xi is None else -xi
+        return torch.sigmoid(self.beta1_logit), -torch.sigmoid(self.beta2_logit), None if xi is None else -xi
 
     def rhs(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
             coef: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h, m, v = state
-        beta1, beta2, neg_xi = coef
+        beta1, neg_beta2, neg_xi = coef
         f = self.net(t, h)
         inv_scale = torch.rsqrt((v if self.v_act is None else self.v_act(v)) + self.eps_squared)
         dh = (m if self.gate is None else self.gate(m)) * inv_scale
         dm = (f - m) * beta1
         if neg_xi is not None:
             dm = dm.addcmul_(h, neg_xi)
-        return dh, dm, (f * f - v) * beta2
+        return dh, dm, torch.addcmul(v, f, f, value=-1.0).mul_(neg_beta2)  # beta2 (f^2 - v)
 
 
 ADAMNODE_SPEC = ModelSpec(
