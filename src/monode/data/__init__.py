@@ -4,6 +4,8 @@ from .cifar10 import load_cifar10, write_cifar10_like
 from .mnist import load_mnist
 from .physionet import PhysioNetRecord, load_physionet, physionet_feature_stats, physionet_tensors
 from .plane_vibration import load_plane_vibration, load_silverbox, plane_vibration_windows
+from .spirals import make_spirals
+from .toy2d import TOY2D, sample_toy2d
 from .walker2d import load_walker2d_rollouts, walker2d_windows
 
 __all__ = [
@@ -12,4 +14,6 @@ __all__ = [
     "load_plane_vibration", "load_silverbox", "plane_vibration_windows",
     "load_walker2d_rollouts", "walker2d_windows",
     "PhysioNetRecord", "load_physionet", "physionet_feature_stats", "physionet_tensors",
+    "make_spirals",
+    "TOY2D", "sample_toy2d",
 ]

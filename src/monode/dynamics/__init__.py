@@ -16,6 +16,7 @@ from torch import nn
 
 from ._base import BoundField, ModelSpec, State, TimeScaledField, VectorField, resolve_activation
 from .adam import ADAMNODE_SPEC, AdamField
+from .cnf import CNF
 from .heavy_ball import GHBNODE_SPEC, HBNODE_SPEC, HeavyBallField
 from .nesterov import GNESTEROVNODE_SPEC, NESTEROVNODE_SPEC, NesterovField, nesterov_dr, nesterov_k, nesterov_r
 from .networks import AdamInitialState, ConvField, InitialVelocity, MLPField, ZeroAugment
@@ -27,7 +28,7 @@ __all__ = [
     "ModelSpec", "VectorField", "BoundField", "TimeScaledField", "State", "resolve_activation",
     "NODEField", "SecondOrderField", "HeavyBallField", "AdamField", "NesterovField",
     "nesterov_k", "nesterov_r", "nesterov_dr",
-    "ConvField", "MLPField", "ZeroAugment", "InitialVelocity", "AdamInitialState",
+    "ConvField", "MLPField", "ZeroAugment", "InitialVelocity", "AdamInitialState", "CNF",
 ]
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (

@@ -105,7 +105,13 @@ class BenchmarkTask:
             resume=opts.resume, device=opts.device, progress=opts.progress,
             max_batches_per_epoch=settings.get("max_batches"), eval_every=settings.get("eval_every", 1))
         task.model.to(opts.device)
-        return RunResult(fit(task, config), count_parameters(task.model))
+        rows = fit(task, config)
+        self.after_training(task, opts, settings, Path(out), rows)
+        return RunResult(rows, count_parameters(task.model))
+
+    def after_training(self, task: Task, opts: RunOptions, settings: dict[str, Any], out: Path,
+                       rows: list[dict[str, float]]) -> None:
+        """Write task-specific outputs (plots) from the trained `task.model`; nothing by default."""
 
 
 def count_parameters(model: nn.Module) -> int:
