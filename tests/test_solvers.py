@@ -10,6 +10,9 @@ import torch
 import monode
 from monode import (MaxStepsExceededError, NonFiniteStateError, ODEInputError, StepSizeUnderflowError,
                     odeint, odeint_adjoint, record_stats)
+from monode.dynamics import build_model
+from monode.layers import ODERNN
+from monode.solvers._adaptive import MAX_NONFINITE_TRIALS
 from problems import ExpSin, HarmonicOscillator, LinearSystem
 
 torchdiffeq = pytest.importorskip("torchdiffeq")
@@ -332,3 +335,75 @@ def test_compiled_fixed_step_does_not_recompile_per_call(method: str) -> None:
     assert counter.frame_count == frames
     eager = odeint(f, y0, torch.tensor([0.0, 0.55]), method=method, options=dict(step_size=0.1))
     torch.testing.assert_close(first, eager)
+
+
+# -- non-finite trial steps ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+@pytest.mark.parametrize("t0,t1", [(2.0, 1.0), (1.0, 2.0)])
+def test_step_past_the_end_into_nan_is_rejected_not_fatal(method: str, t0: float, t1: float) -> None:
+    """y' = 0.1 y, but the field is NaN outside [0.5, 2.5]. Smooth enough that the step grows past the
+    end into the NaN region (which used to raise NonFiniteStateError): now a rejected step, retried
+    shorter, and the solution is exact to tolerance."""
+    visited = []
+
+    def f(t, y):
+        visited.append(float(t))
+        return torch.where((t < 0.5) | (t > 2.5), torch.full_like(y, math.nan), 0.1 * y)
+
+    y0 = torch.tensor([1.0, -2.0], dtype=F64)
+    t = torch.tensor([t0, (t0 + t1) / 2, t1], dtype=F64)
+    with record_stats() as stats:
+        y = odeint(f, y0, t, rtol=1e-3, atol=1e-5, method=method)
+    assert min(visited) < 0.5 or max(visited) > 2.5  # the NaN region was really hit ...
+    assert stats.forward_rejected >= 1  # ... and counted as a rejected step
+    torch.testing.assert_close(y, y0 * torch.exp(0.1 * (t - t0)).unsqueeze(-1), rtol=0, atol=5e-6)
+
+
+def test_nesterov_adjoint_steps_past_t0_without_nan() -> None:
+    """NesterovNODE's k(t) = t^-1.5 e^(t/2) is NaN/Inf for t <= 0. An ODE-RNN gap of 0.01 scales the field by
+    0.01, so the adjoint's steps from t = 2 back to 1 grow past t = 0 (this used to raise
+    NonFiniteStateError): the adjoint gradient must now match backprop through the solver."""
+    grads = []
+    for adjoint in (False, True):
+        torch.manual_seed(0)
+        field = build_model("nesterovnode", dim=4, hidden=8).double()
+        rnn = ODERNN(field, lambda v, x: (v[0] + x, v[1]), hidden_size=4, adjoint=adjoint, rtol=1e-7, atol=1e-7)
+        x, gap = torch.randn(1, 3, 4, dtype=F64), torch.full((1, 3), 0.01, dtype=F64)
+        out = rnn(x, gap)
+        out.evolved[0].square().sum().backward()
+        grads.append([p.grad for p in field.parameters()])
+        if adjoint:
+            assert rnn.last_stats.backward_rejected >= 1
+    for bp, adj in zip(*grads):
+        torch.testing.assert_close(adj, bp, rtol=1e-4, atol=1e-8)
+
+
+def test_nan_everywhere_raises_promptly() -> None:
+    calls = {"n": 0}
+
+    def nan_field(t, y):
+        calls["n"] += 1
+        return torch.full_like(y, math.nan)
+
+    def nan_after_t0(t, y):  # finite at the initial point only: every trial step fails
+        calls["n"] += 1
+        return torch.where(t > 0, torch.full_like(y, math.nan), -y)
+
+    y0, t = torch.ones(3, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    for field, options, match, max_nfe in [
+        (nan_field, None, "field returned NaN/Inf at t=0", 2),  # seen by the initial step selection
+        (nan_field, dict(first_step=0.1), "field returned NaN/Inf at t=0", 1 + 6),  # by the first trial step
+        (nan_after_t0, None, f"NaN/Inf .* in {MAX_NONFINITE_TRIALS} trial steps without getting past them, "
+                             "the last from t=0 ", 2 + 6 * MAX_NONFINITE_TRIALS),
+    ]:
+        calls["n"] = 0
+        with pytest.raises(NonFiniteStateError, match=match):
+            odeint(field, y0, t, options=options)
+        assert calls["n"] <= max_nfe, (match, calls["n"])
+
+
+def test_nan_error_norm_with_atol_zero_is_named() -> None:
+    f = lambda t, y: torch.stack([-y[0], 0 * y[1]])  # noqa: E731  the second component stays exactly 0
+    with pytest.raises(NonFiniteStateError, match="atol=0"):
+        odeint(f, torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), atol=0.0)

@@ -84,6 +84,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from .report import write_comparison
 
     task = _task(args.task)
+    if not task.trains:
+        raise ValueError(f"task {args.task!r} is a study without training, so there is nothing to compare per epoch: "
+                         f"run `monode train {args.task} --model a,b,c` (it plots all the models together)")
     models = [m.strip() for m in args.models.split(",")] if args.models else list(task.models)
     out = args.out or Path("runs") / args.task / "compare"
     results, params = {}, {}

@@ -16,9 +16,9 @@ size; the NFE columns (from `record_stats`) are means per batch.
     rows = fit(task, TrainConfig(epochs=100, lr=1e-3, batch_size=64, out="runs/x"))
 
 After every epoch `<out>/` receives, each written atomically: metrics.csv and metrics.json (one row per
-epoch: epoch, lr, train_*, eval_*, seconds) and checkpoint.pt with its sha256 sidecar
+epoch: epoch, lr, train_*, eval_*, train_seconds (the training batches), seconds (the whole epoch)) and checkpoint.pt with its sha256 sidecar
 checkpoint.pt.sha256. `resume=True` continues after the last checkpointed epoch and reproduces the
-uninterrupted run exactly on CPU (every column but `seconds`).
+uninterrupted run exactly on CPU (every column but the two times).
 """
 from __future__ import annotations
 
@@ -217,9 +217,11 @@ def fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
                     train.add({"forward_nfe": stats.forward_nfe, "backward_nfe": stats.backward_nfe}, weight=1)
                     bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
 
+            train_seconds = time.perf_counter() - t0
             row: dict[str, float] = {"epoch": epoch, "lr": lr, **train.means("train_")}
             if eval_data is not None and ((epoch + 1) % config.eval_every == 0 or epoch == config.epochs - 1):
                 row.update(_evaluate(task, model, eval_data, config))
+            row["train_seconds"] = train_seconds
             row["seconds"] = time.perf_counter() - t0
             rows.append(row)
             tqdm.write(f"epoch {epoch} " + " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
@@ -349,8 +351,9 @@ def _set_rng_state(state: dict) -> None:
 
 def _write_metrics(out: Path, rows: list[dict[str, float]]) -> None:
     """Rewrite metrics.csv and metrics.json from all rows (columns: every key in order of appearance,
-    `seconds` last; a cell is empty where a row lacks the key, as train-only epochs lack eval_*)."""
-    columns = [k for k in dict.fromkeys(k for row in rows for k in row) if k != "seconds"] + ["seconds"]
+    the times last; a cell is empty where a row lacks the key, as train-only epochs lack eval_*)."""
+    times = ["train_seconds", "seconds"]
+    columns = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in times] + times
     text = io.StringIO()
     writer = csv.DictWriter(text, columns, restval="", lineterminator="\n")
     writer.writeheader()

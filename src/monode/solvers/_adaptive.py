@@ -7,6 +7,16 @@ dt * min(ifactor, max(safety / ratio^(1/order), dfactor)) with no shrinking afte
 integration runs past output times and interpolates (quartic dense output through y0, y(mid), y1,
 f0, f1 when the tableau gives `c_mid`, cubic Hermite otherwise).
 
+Non-finite trial steps. Stepping past the final time (as torchdiffeq does) can evaluate the field
+where it is undefined (NesterovNODE's k(t) = t^-1.5 e^(t/2) at t <= 0 when the adjoint runs from
+t = 2 down to 1 with a step grown tenfold). A trial step whose error ratio is NaN (a NaN/Inf stage
+makes it NaN, at no extra cost) is rejected like one with an infinite ratio: shrunk by dfactor,
+counted in `forward_rejected`, and retried no further than the final time. `NonFiniteStateError`
+is raised only when the state or slope already reached is non-finite, or after
+`MAX_NONFINITE_TRIALS` such trials that the solve does not get past. Ordinary problems never take
+this path, so their steps (and NFE) stay torchdiffeq's. (A norm that skips components, e.g. the
+adjoint's seminorm, cannot see NaN there.)
+
 Unlike torchdiffeq, time bookkeeping is plain Python floats (one host sync per step, for the error
 ratio), dense output is fitted only for steps that contain an output time, error estimation runs
 without autograd, and decreasing time is integrated natively (no reversed-function wrapper).
@@ -25,6 +35,11 @@ from ._stats import SolverStats
 from ._tableau import ButcherTableau
 
 Norm = Callable[[torch.Tensor], torch.Tensor]
+
+MAX_NONFINITE_TRIALS = 15
+"""A solve raises after this many trial steps with NaN/Inf values that it cannot get past (in a row:
+the step shrinks by dfactor each time, 0.2^14 = 6e-10; or interleaved with accepted steps that stop
+short of where those trials ended)."""
 
 
 def _combine(base: torch.Tensor, ks: list[torch.Tensor], weights: tuple[float, ...], dt: float) -> torch.Tensor:
@@ -66,11 +81,16 @@ class AdaptiveRungeKutta:
             scale = torch.abs(y0).mul_(self.rtol).add_(self.atol)
             d0 = float(self.norm(y0 / scale))
             d1 = float(self.norm(f0 / scale))
+        if not (math.isfinite(d0) and math.isfinite(d1)):
+            raise self._error_at(t0, y0, f0)
+        with torch.no_grad():
             h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
             y1 = torch.add(y0, f0, alpha=direction * h0)
         f1 = func(time_tensor([t0 + direction * h0], y0)[0], y1)
         with torch.no_grad():
             d2 = float(self.norm((f1 - f0) / scale)) / h0
+        if not math.isfinite(d2):  # the field is NaN/Inf just after t0: no curvature estimate, the loop shrinks
+            d2 = 0.0
         if d1 <= 1e-15 and d2 <= 1e-15:
             h1 = max(1e-6, h0 * 1e-3)
         else:
@@ -98,8 +118,40 @@ class AdaptiveRungeKutta:
         with torch.no_grad():
             err = _combine(torch.zeros_like(y), ks, tab.b_error, dt)
             tol = torch.maximum(y.abs(), y1.abs()).mul_(self.rtol).add_(self.atol)
-            ratio = float(self.norm(err.div_(tol)))
+            ratio = float(self.norm(err.div_(tol)))  # NaN if any stage is NaN/Inf (tol holds |y1|)
         return y1, ks, ratio
+
+    # -- non-finite values -----------------------------------------------------------------------
+    def _error_at(self, t: float, y: torch.Tensor, f: torch.Tensor) -> NonFiniteStateError:
+        """NaN/Inf at a point the solve has reached (state y, slope f at t): no smaller step can help."""
+        if not bool(torch.isfinite(y).all()):
+            return NonFiniteStateError(f"{self.name}: the state at t={t:.6g} contains NaN/Inf values")
+        if not bool(torch.isfinite(f).all()):
+            return NonFiniteStateError(f"{self.name}: the vector field returned NaN/Inf at t={t:.6g} on a finite "
+                                       f"state the solve has reached, so no smaller step can help; check the field")
+        return NonFiniteStateError(f"{self.name}: the error norm is NaN at t={t:.6g} although the state and the field "
+                                   f"are finite: atol={self.atol:g} with a state component that is exactly 0 gives "
+                                   f"0/0, or options['norm'] returned NaN; use atol > 0")
+
+    def _nonfinite_retry(self, t: float, dt: float, y: torch.Tensor, f: torch.Tensor, y1: torch.Tensor,
+                         ks: list[torch.Tensor], trials: int, t_end: float) -> float:
+        """The step to retry with after a trial step with NaN/Inf values (rare path: syncs freely).
+
+        Shrunk by dfactor (as for an infinite error ratio) and never past t_end: stepping past the
+        final time is what evaluates a field outside the interval it is defined on."""
+        trial_finite = bool(torch.isfinite(y1).all()) and all(bool(torch.isfinite(k).all()) for k in ks)
+        if trial_finite or not (bool(torch.isfinite(y).all()) and bool(torch.isfinite(f).all())):
+            raise self._error_at(t, y, f)
+        if trials >= MAX_NONFINITE_TRIALS:
+            raise self._nonfinite_error(t, dt, trials)
+        shrunk = abs(self._next_step(dt, math.inf))
+        return math.copysign(min(shrunk, self.max_step, abs(t_end - t)), dt)
+
+    def _nonfinite_error(self, t: float, dt: float, trials: int) -> NonFiniteStateError:
+        return NonFiniteStateError(
+            f"{self.name}: the vector field returned NaN/Inf (or the state overflowed) in {trials} trial steps "
+            f"without getting past them, the last from t={t:.6g} with dt={dt:.3g}; the field may be undefined just "
+            f"beyond t={t:.6g}, or the solution blows up there")
 
     def _dense(self, t0: float, dt: float, y0: torch.Tensor, y1: torch.Tensor, ks: list[torch.Tensor],
                f1: torch.Tensor, t: float) -> torch.Tensor:
@@ -136,6 +188,9 @@ class AdaptiveRungeKutta:
         new_nfe = self.tableau.stages - 1 if self.tableau.fsal else self.tableau.stages
         last: tuple[float, float, torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor] | None = None
         attempts = rejected = 0
+        # trial steps with NaN/Inf values since the solve last got past `blocked`, the nearest end of those
+        # trials: accepted steps that stop short of it (creeping up to where the field is NaN) keep the count
+        nonfinite, blocked = 0, None
         for t_out in times[1:]:
             while (t_out - t) * direction > 0:
                 if attempts >= self.max_num_steps:
@@ -144,6 +199,8 @@ class AdaptiveRungeKutta:
                         f"integrating to t={times[-1]:.6g}; the problem may be stiff or rtol={self.rtol:g}, "
                         f"atol={self.atol:g} too tight: raise max_num_steps or loosen the tolerances")
                 if t + dt == t:
+                    if nonfinite:
+                        raise self._nonfinite_error(t, dt, nonfinite)
                     raise StepSizeUnderflowError(
                         f"{self.name}: step size underflow at t={t:.6g} (dt={dt:.3g}) with rtol={self.rtol:g}, "
                         f"atol={self.atol:g}; the field may be non-smooth or stiff: loosen the tolerances or use "
@@ -151,17 +208,22 @@ class AdaptiveRungeKutta:
                 y1, ks, ratio = self._rk_step(func, t, dt, y, f)
                 attempts += 1
                 nfe += new_nfe
-                if math.isnan(ratio):
-                    raise NonFiniteStateError(f"{self.name}: the state or vector field became NaN in the step from "
-                                              f"t={t:.6g} with dt={dt:.3g}")
                 if ratio <= 1.0:
                     f1 = ks[-1] if self.tableau.fsal else func(time_tensor([t + dt], y)[0], y1)
                     nfe += 0 if self.tableau.fsal else 1
                     last = (t, dt, y, y1, ks, f1)
                     t, y, f = t + dt, y1, f1
+                    if blocked is not None and (t - blocked) * direction >= 0:
+                        nonfinite, blocked = 0, None
                 else:
                     rejected += 1
-                dt = math.copysign(min(abs(self._next_step(dt, ratio)), self.max_step), direction)
+                if math.isnan(ratio):  # never accepted; retried smaller, at most MAX_NONFINITE_TRIALS times
+                    nonfinite += 1
+                    if blocked is None or (t + dt - blocked) * direction < 0:
+                        blocked = t + dt
+                    dt = self._nonfinite_retry(t, dt, y, f, y1, ks, nonfinite, times[-1])
+                else:
+                    dt = math.copysign(min(abs(self._next_step(dt, ratio)), self.max_step), direction)
             if t_out == t:
                 outputs.append(y)
             else:

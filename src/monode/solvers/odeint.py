@@ -102,18 +102,19 @@ class _AdjointSolve(torch.autograd.Function):
     def backward(ctx: Any, grad_sol: torch.Tensor) -> tuple[Any, ...]:
         sol, *params = ctx.saved_tensors
         spec = ctx.spec
-        func, times, shape = spec["func"], spec["times"], sol.shape[1:]
+        prob, times, shape = spec["problem"], spec["times"], sol.shape[1:]
         n = sol[0].numel()
         numels = [p.numel() for p in params]
 
         def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-            """d/dt [y, a, g] = [f, -a df/dy, -a df/dparams]."""
+            """d/dt [y, a, g] = [f, -a df/dy, -a df/dparams], f evaluated on the user's structure (no
+            flatten/unflatten in the differentiated graph), everything joined by one cat."""
             with torch.enable_grad():
-                y = z[:n].view(shape).detach().requires_grad_(True)
-                f = func(t, y)
-                vjps = torch.autograd.grad(f, (y, *params), -z[n:2 * n].view(shape), allow_unused=True)
-            vjps = [torch.zeros_like(x) if v is None else v for v, x in zip(vjps, (y, *params))]
-            return torch.cat([f.detach().reshape(-1)] + [v.reshape(-1) for v in vjps])
+                ys = tuple(y.detach().requires_grad_(True) for y in prob.split(z[:n]))
+                fs = prob.call_structured(t, ys)
+                vjps = torch.autograd.grad(fs, (*ys, *params), prob.split(-z[n:2 * n]), allow_unused=True)
+            vjps = [torch.zeros_like(x) if v is None else v for v, x in zip(vjps, (*ys, *params))]
+            return torch.cat([f.detach().reshape(-1) for f in fs] + [v.reshape(-1) for v in vjps])
 
         solver = spec["adjoint_solver"](n, numels)
         adj = grad_sol[-1].reshape(-1)
@@ -194,6 +195,6 @@ def odeint_adjoint(func: Func, y0: Any, t: Any, *, rtol: float = 1e-7, atol: flo
             raise ODEInputError(f"adjoint_options['norm'] must be 'seminorm', 'mixed' or callable, got {adjoint_norm!r}")
         return _make_solver(adjoint_method, adjoint_options, adjoint_rtol, adjoint_atol, norm, what="adjoint_method")
 
-    spec = dict(solver=solver, func=prob.func, times=prob.times, adjoint_solver=adjoint_solver)
+    spec = dict(solver=solver, func=prob.func, problem=prob, times=prob.times, adjoint_solver=adjoint_solver)
     sol = _AdjointSolve.apply(spec, prob.y0, *params)
     return prob.unflatten(sol)

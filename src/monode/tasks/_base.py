@@ -70,6 +70,7 @@ class BenchmarkTask:
     models: ClassVar[tuple[str, ...]]
     metric: ClassVar[str] = "accuracy"  # the headline eval metric column, "eval_<metric>"
     higher_is_better: ClassVar[bool] = True
+    trains: ClassVar[bool] = True  # False for a study (`run` overridden) that `monode compare` cannot tabulate
     presets: ClassVar[dict[str, dict[str, Any]]]
 
     def settings(self, opts: RunOptions) -> dict[str, Any]:
