@@ -48,8 +48,26 @@ def _run(task_name: str, model: str, method: str, args: argparse.Namespace, out:
         elapsed += row["train_seconds"]
         if key in row:
             curve.append((elapsed, row[key]))
-    return dict(params=params, final=curve[-1][1], curve=curve, seconds=elapsed,
-                nfe=sum(r["train_forward_nfe"] + r["train_backward_nfe"] for r in rows) / len(rows))
+    nfe = [r["train_forward_nfe"] + r["train_backward_nfe"] for r in rows]
+    return dict(params=params, final=curve[-1][1], curve=curve, seconds=elapsed, nfe=sum(nfe) / len(nfe))
+
+
+def plot(task_name: str, metric: str, results: dict[str, dict[str, Any]], path: Path) -> None:
+    """The eval metric after every epoch against cumulative training time, one line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, r in results.items():
+        ax.plot(*zip(*r["curve"]), marker="o", ms=3, label=f"{label} ({r['nfe']:.0f} NFE/batch)")
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title(f"{task_name}: NODE with fixed-step solvers vs ResNet")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 def _time_to_reach(curve: list[tuple[float, float]], target: float, higher_is_better: bool) -> float | None:
@@ -65,6 +83,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, help="epochs per run (default: per task, see TASK_SETTINGS)")
     p.add_argument("--steps", type=int, default=4, help="fixed steps over the span (the ResNet's blocks)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plots", type=Path, default=Path("docs"), help="folder of the <task> metric-vs-time PNGs")
     args = p.parse_args()
     for task_name in [t.strip() for t in args.tasks.split(",")]:
         task = TASKS[task_name]
@@ -87,6 +106,8 @@ def main() -> None:
               f"{ref['final']:.4g})")
         print_table(["method", "params", f"final {task.metric}", "NFE/batch (f+b)", "train s", "time/RK4",
                      "train s to RK4's final", "that /RK4 time"], table)
+        args.plots.mkdir(parents=True, exist_ok=True)
+        plot(task_name, task.metric, results, args.plots / f"nag_solver_{task_name}.png")
 
 
 if __name__ == "__main__":
