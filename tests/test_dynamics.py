@@ -304,3 +304,16 @@ def test_exact_counts_where_the_architecture_is_the_papers():
     official_adam = build_initializer("adamnode", in_channels=1, preset="mnist", layout="official")
     assert sum(p.numel() for p in official_adam.parameters()) == 85832 - 62820 - 5  # 23,007: 7 channels o
 
+
+
+@pytest.mark.parametrize("gate", [None, "tanh", "sigmoid", "hardtanh", ("hardtanh", 0.5), lambda k: k * 0.5])
+def test_nesterov_float_clock_equals_the_tensor_clock(gate) -> None:
+    """On the CPU rhs takes sigma1(k(t)) (and the official r, r') as Python floats: same values as the tensor path."""
+    field = NesterovField(nn.Identity(), k_activation=gate)
+    official = NesterovField(nn.Identity(), official=True)
+    for value in (1.0, 1.37, 2.0):
+        t = torch.tensor(value, dtype=F64)
+        k, _ = field._clock(t)
+        assert float(k) == pytest.approx(float(field.gated_k(t)), rel=1e-12)
+        _, (r, dr) = official._clock(t)
+        assert (r, dr) == pytest.approx((float(nesterov_r(t)), float(nesterov_dr(t))), rel=1e-12)

@@ -28,9 +28,12 @@ Official signs: MNIST/point cloud sign = -1 (default), Walker sign = +1 (preset 
 """
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 from ._base import ActivationSpec, ModelSpec, State, VectorField, register_xi, resolve_activation
 from .networks import InitialVelocity
@@ -93,17 +96,37 @@ class NesterovField(VectorField):
         k = nesterov_k(t, self.p)
         return k if self.k_gate is None else self.k_gate(k)
 
+    def _clock(self, t: torch.Tensor) -> tuple[Any, Any]:
+        """(sigma1(k(t)), (r(t), r'(t))) for `rhs`: Python floats for a CPU time outside torch.compile
+        (t never carries gradients, so this only saves the scalar tensor ops of every call), tensors
+        otherwise. Only the parts the mode needs are computed."""
+        if t.device.type == "cpu" and not torch.compiler.is_compiling():
+            tf = float(t)
+            if tf > 0:
+                if self.official:
+                    r = math.exp(0.5 * self.p * math.log(tf) - 0.5 * tf)
+                    return None, (r, (0.5 * self.p / tf - 0.5) * r)
+                k = math.exp(-0.5 * self.p * math.log(tf) + 0.5 * tf)
+                gate = _float_gate(self.k_gate)
+                if gate is not None:
+                    return gate(k), None
+        if self.official:
+            r = nesterov_r(t, self.p)
+            return None, (r, (0.5 * self.p / t - 0.5) * r)
+        return self.gated_k(t), None
+
     def rhs(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
             coef: tuple[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
         (xi,) = coef
+        k, r = self._clock(t)
         if self.official:
             a, b = state
-            r = nesterov_r(t, self.p)
-            m = torch.mul(b, r).addcmul_(a, (0.5 * self.p / t - 0.5) * r)  # m~ = r' a + r b
+            r_t, dr_t = r  # m~ = r' a + r b
+            m = torch.mul(b, r_t).add_(a, alpha=dr_t) if isinstance(dr_t, float) else torch.mul(b, r_t).addcmul_(a, dr_t)
             h = a
         else:
             x, m = state
-            h = x * self.gated_k(t)
+            h = x * k
         f = self.net(t, h)
         if self.f_gate is not None:
             f = self.f_gate(f)
@@ -131,6 +154,22 @@ class NesterovField(VectorField):
     def readout(self, state: State, t: torch.Tensor) -> torch.Tensor:
         """h(T) = sigma1(k(T)) x(T) (in official mode: of the state's first half)."""
         return self.gated_k(t) * state[0]
+
+
+def _float_gate(gate: Callable | None) -> Callable[[float], float] | None:
+    """The Python-float version of a k-gate sigma1 (identity, tanh, sigmoid, hardtanh(+-c)), or None."""
+    if gate is None:
+        return lambda k: k
+    if gate is torch.tanh:
+        return math.tanh
+    if gate is torch.sigmoid:
+        return lambda k: 1.0 / (1.0 + math.exp(-k))
+    if gate is F.hardtanh:
+        return lambda k: min(max(k, -1.0), 1.0)
+    if isinstance(gate, functools.partial) and gate.func is F.hardtanh and not gate.args:
+        low, high = gate.keywords.get("min_val", -1.0), gate.keywords.get("max_val", 1.0)
+        return lambda k: min(max(k, low), high)
+    return None
 
 
 _HARDTANH_HALF = ("hardtanh", 0.5)
