@@ -35,11 +35,11 @@ import torchdiffeq
 from torch import Tensor, nn
 
 from monode.dynamics import MODELS, State
-from monode.solvers import record_stats
+from monode.solvers import ODESolverError, record_stats
 from monode.tasks import TASKS
 from monode.tasks._base import RunOptions
 from monode.tasks.sequences import SequenceModel, SequenceOutput
-from monode.train import seed_everything
+from monode.train import TrainingDivergedError, seed_everything
 from _timing import median_time, print_table
 
 # papers.md 7.2: the HBNODE authors' logs (Walker: 1 run, 500 epochs; PV: older partial logs, NFE approximate)
@@ -195,7 +195,11 @@ def accuracy(task_name: str, models: list[str], args: argparse.Namespace, out: P
     metric = f"eval_{task.metric}"
     results = {}
     for name in models:
-        result = task.run(_options(task_name, name, args, epochs=args.epochs), out / task_name / name)
+        try:
+            result = task.run(_options(task_name, name, args, epochs=args.epochs), out / task_name / name)
+        except (ODESolverError, TrainingDivergedError) as error:  # report it, go on with the next model
+            print(f"{task_name} / {name}: training stopped: {type(error).__name__}: {error}", flush=True)
+            continue
         rows = result.rows
         evals = [r[metric] for r in rows if metric in r]
         results[name] = dict(
