@@ -4,9 +4,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
-from torch import nn
+from torch import Tensor, nn
 
 from ..train import Task, TrainConfig, fit, seed_everything
 
@@ -113,6 +113,26 @@ class BenchmarkTask:
     def after_training(self, task: Task, opts: RunOptions, settings: dict[str, Any], out: Path,
                        rows: list[dict[str, float]]) -> None:
         """Write task-specific outputs (plots) from the trained `task.model`; nothing by default."""
+
+
+Metrics = dict[str, "float | Tensor"]
+Score = Callable[[nn.Module, tuple[Tensor, ...]], tuple[Tensor, Metrics]]
+
+
+class ScoredTask:
+    """A `Task` from one scoring function: score(model, batch) -> (loss, metrics) serves training as it
+    is and evaluation as {"loss": float(loss), **metrics} (run by the trainer under no_grad)."""
+
+    def __init__(self, model: nn.Module, train: tuple[Tensor, ...], evaluation: tuple[Tensor, ...] | None,
+                 score: Score) -> None:
+        self.model, self.train_data, self.eval_data, self._score = model, train, evaluation, score
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, Metrics]:
+        return self._score(model, batch)
+
+    def evaluate(self, model: nn.Module, batch: tuple[Tensor, ...]) -> Metrics:
+        loss, metrics = self._score(model, batch)
+        return {"loss": float(loss), **metrics}
 
 
 def count_parameters(model: nn.Module) -> int:

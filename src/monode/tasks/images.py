@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..data import load_cifar10, load_mnist
 from ..dynamics import MODELS
 from ..layers import image_classifier
-from ._base import BenchmarkTask, RunOptions
+from ._base import BenchmarkTask, RunOptions, ScoredTask
 
 Loader = Callable[..., tuple[Tensor, Tensor]]
 
@@ -36,33 +36,21 @@ class ImageClassification(BenchmarkTask):
         self.loader, self.model_preset = loader, model_preset
         self.in_channels, self.image_size = in_channels, image_size
 
-    def build(self, opts: RunOptions, s: dict[str, Any]) -> "_ClassifierTask":
+    def build(self, opts: RunOptions, s: dict[str, Any]) -> ScoredTask:
         train = self.loader(opts.data_dir, "train", subset=s.get("subset"))
         test = self.loader(opts.data_dir, "test", subset=s.get("test_subset"))
         model = image_classifier(opts.model, self.model_preset, in_channels=self.in_channels,
                                  image_size=self.image_size, resnet_depth=int(s["resnet_depth"]),
                                  method=s["method"], rtol=s["rtol"], atol=s["atol"],
                                  options=opts.solver_options(), adjoint=s["adjoint"])
-        return _ClassifierTask(model, train, test)
+        return ScoredTask(model, train, test, _score)
 
 
-class _ClassifierTask:
-    def __init__(self, model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]) -> None:
-        self.model, self.train_data, self.eval_data = model, train, test
-
-    @staticmethod
-    def _score(model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
-        x, y = batch
-        logits = model(x)
-        loss = nn.functional.cross_entropy(logits, y)
-        return loss, {"accuracy": (logits.argmax(1) == y).float().mean()}
-
-    def loss(self, model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
-        return self._score(model, batch)
-
-    def evaluate(self, model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, float | Tensor]:
-        loss, metrics = self._score(model, batch)
-        return {"loss": float(loss), **metrics}
+def _score(model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
+    x, y = batch
+    logits = model(x)
+    loss = nn.functional.cross_entropy(logits, y)
+    return loss, {"accuracy": (logits.argmax(1) == y).float().mean()}
 
 
 _SOLVER = dict(method="dopri5", adjoint=True, resnet_depth=10)

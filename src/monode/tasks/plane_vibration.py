@@ -23,9 +23,8 @@ from torch import Tensor, nn
 
 from ..data import load_plane_vibration, plane_vibration_windows
 from ..dynamics import MODELS
-from ._base import BenchmarkTask, RunOptions
-from .sequences import (Score, SequenceModel, SequenceSizes, SequenceTask, build_sequence_model,
-                        shrink_parameters, split_tensors)
+from ._base import BenchmarkTask, RunOptions, Score, ScoredTask
+from .sequences import SequenceModel, SequenceSizes, build_sequence_model, shrink_parameters, split_tensors
 
 FORECAST, FEATURES = 8, 5
 
@@ -81,7 +80,7 @@ class PlaneVibration(BenchmarkTask):
                       eval_split="test", seq_len=64, max_batches=4),
     }
 
-    def build(self, opts: RunOptions, s: dict[str, Any]) -> SequenceTask:
+    def build(self, opts: RunOptions, s: dict[str, Any]) -> ScoredTask:
         seq_len = int(s["seq_len"])
         splits = plane_vibration_windows(load_plane_vibration(opts.data_dir), seq_len=seq_len, forecast=FORECAST)
         keys = ("x", "dt", "y", "forecast")
@@ -89,7 +88,7 @@ class PlaneVibration(BenchmarkTask):
         evaluation = split_tensors(splits, s["eval_split"], keys)
         model = build_pv_model(opts.model, seq_len=seq_len, pre_shrink=float(s["pre_shrink"]), method=s["method"],
                                rtol=s["rtol"], atol=s["atol"], options=opts.solver_options(), adjoint=s["adjoint"])
-        return SequenceTask(model, train, evaluation, pv_score(float(s["recon_weight"])))
+        return ScoredTask(model, train, evaluation, pv_score(float(s["recon_weight"])))
 
 
 TASK = PlaneVibration()

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..dynamics import MODELS, build_initializer, build_model
 from ..layers import ODEBlock
-from ._base import BenchmarkTask, RunOptions
+from ._base import BenchmarkTask, RunOptions, ScoredTask
 
 
 def nested_spheres(n_inner: int, n_outer: int, dim: int = 2, inner: tuple[float, float] = (0.0, 0.5),
@@ -66,26 +66,14 @@ class PointCloud(BenchmarkTask):
         block = ODEBlock(field, init, method=s["method"], rtol=s["rtol"], atol=s["atol"],
                          options=opts.solver_options(), adjoint=s["adjoint"])
         model = nn.Sequential(block, nn.Linear(dim, 1))
-        return _PointCloudTask(model, train, test)
+        return ScoredTask(model, train, test, _score)
 
 
-class _PointCloudTask:
-    def __init__(self, model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]) -> None:
-        self.model, self.train_data, self.eval_data = model, train, test
-
-    @staticmethod
-    def _score(model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
-        x, y = batch
-        pred = model(x).squeeze(-1)
-        loss = nn.functional.mse_loss(pred, y)
-        return loss, {"accuracy": float((torch.sign(pred) == y).float().mean())}
-
-    def loss(self, model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
-        return self._score(model, batch)
-
-    def evaluate(self, model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, float]:
-        loss, metrics = self._score(model, batch)
-        return {"loss": float(loss), **metrics}
+def _score(model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
+    x, y = batch
+    pred = model(x).squeeze(-1)
+    loss = nn.functional.mse_loss(pred, y)
+    return loss, {"accuracy": float((torch.sign(pred) == y).float().mean())}
 
 
 TASK = PointCloud()

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..dynamics import State, build_model
 from ..layers import ODEBlock, ODERNN
 
-__all__ = ["SequenceSizes", "SequenceModel", "SequenceOutput", "SequenceTask", "build_sequence_model", "mlp",
+__all__ = ["SequenceSizes", "SequenceModel", "SequenceOutput", "build_sequence_model", "mlp",
            "shrink_parameters", "split_tensors"]
 
 
@@ -218,22 +218,3 @@ def split_tensors(splits: dict[str, dict[str, Tensor]], split: str, keys: Sequen
     if split not in splits:
         raise ValueError(f"eval_split must be one of {sorted(splits)}, got {split!r}")
     return tuple(splits[split][key][:limit] for key in keys)
-
-
-Metrics = dict[str, float | Tensor]
-Score = Callable[[SequenceModel, tuple[Tensor, ...]], tuple[Tensor, Metrics]]
-
-
-class SequenceTask:
-    """The `Task` of an ODE-RNN benchmark: a model, (x, dt, y, ...) tensors and its scoring function."""
-
-    def __init__(self, model: SequenceModel, train: tuple[Tensor, ...], evaluation: tuple[Tensor, ...],
-                 score: Score) -> None:
-        self.model, self.train_data, self.eval_data, self._score = model, train, evaluation, score
-
-    def loss(self, model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, Metrics]:
-        return self._score(model, batch)
-
-    def evaluate(self, model: nn.Module, batch: tuple[Tensor, ...]) -> Metrics:
-        loss, metrics = self._score(model, batch)
-        return {"loss": float(loss), **metrics}

@@ -24,8 +24,8 @@ from torch import Tensor, nn
 
 from ..data import load_walker2d_rollouts, walker2d_windows
 from ..dynamics import MODELS
-from ._base import BenchmarkTask, RunOptions
-from .sequences import SequenceModel, SequenceSizes, SequenceTask, build_sequence_model, split_tensors
+from ._base import BenchmarkTask, RunOptions, ScoredTask
+from .sequences import SequenceModel, SequenceSizes, build_sequence_model, split_tensors
 
 TIME_SCALE = 1.0 / 64.0  # the official scripts divide the raw step gaps by 64
 FEATURES = 17
@@ -85,7 +85,7 @@ class Walker2D(BenchmarkTask):
             s["lr_milestones"] = LR_SCHEDULES.get(opts.model, DEFAULT_LR_SCHEDULE)
         return s
 
-    def build(self, opts: RunOptions, s: dict[str, Any]) -> SequenceTask:
+    def build(self, opts: RunOptions, s: dict[str, Any]) -> ScoredTask:
         seq_len = int(s["seq_len"])
         splits = walker2d_windows(load_walker2d_rollouts(opts.data_dir), seq_len=seq_len)
         for split in splits.values():
@@ -95,7 +95,7 @@ class Walker2D(BenchmarkTask):
         evaluation = split_tensors(splits, s["eval_split"], keys)
         model = build_walker_model(opts.model, f_depth=int(s["f_depth"]), seq_len=seq_len, method=s["method"],
                                    rtol=s["rtol"], atol=s["atol"], options=opts.solver_options(), adjoint=s["adjoint"])
-        return SequenceTask(model, train, evaluation, _score)
+        return ScoredTask(model, train, evaluation, _score)
 
 
 TASK = Walker2D()
