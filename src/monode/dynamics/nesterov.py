@@ -83,6 +83,7 @@ class NesterovField(VectorField):
         self.official = bool(official)
         self.gate = resolve_activation(activation, "activation")
         self.k_gate = resolve_activation(k_activation, "k_activation")
+        self._k_gate_float = _float_gate(self.k_gate)  # sigma1 on Python floats, None if unknown (`_clock`)
         self.f_gate = resolve_activation(f_activation, "f_activation")
         self.sign, self.p = int(sign), float(p)
         register_xi(self, xi, xi_logit)
@@ -106,10 +107,8 @@ class NesterovField(VectorField):
                 if self.official:
                     r = math.exp(0.5 * self.p * math.log(tf) - 0.5 * tf)
                     return None, (r, (0.5 * self.p / tf - 0.5) * r)
-                k = math.exp(-0.5 * self.p * math.log(tf) + 0.5 * tf)
-                gate = _float_gate(self.k_gate)
-                if gate is not None:
-                    return gate(k), None
+                if self._k_gate_float is not None:
+                    return self._k_gate_float(math.exp(-0.5 * self.p * math.log(tf) + 0.5 * tf)), None
         if self.official:
             r = nesterov_r(t, self.p)
             return None, (r, (0.5 * self.p / t - 0.5) * r)

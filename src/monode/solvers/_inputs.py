@@ -19,6 +19,11 @@ from ._errors import ODEInputError
 Func = Callable[[torch.Tensor, Any], Any]
 
 
+def _split(flat: torch.Tensor, numels: list[int], shapes: list[torch.Size]) -> tuple[torch.Tensor, ...]:
+    """A flat state [N] as views (y1, y2, ...) of the given shapes."""
+    return tuple(p.view(s) for p, s in zip(flat.split_with_sizes(numels), shapes))
+
+
 class _TupleFunc:
     """func(t, (y1, y2, ...)) -> (dy1, dy2, ...) seen as a function of one flat tensor."""
 
@@ -26,8 +31,7 @@ class _TupleFunc:
         self.func, self.shapes, self.numels = func, shapes, numels
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        parts = tuple(p.view(s) for p, s in zip(y.split_with_sizes(self.numels), self.shapes))
-        return torch.cat([d.reshape(-1) for d in self.func(t, parts)])
+        return torch.cat([d.reshape(-1) for d in self.func(t, _split(y, self.numels, self.shapes))])
 
 
 class _CheckedFunc:
@@ -69,20 +73,18 @@ class Problem:
     t: torch.Tensor
     shapes: list[torch.Size] | None  # None for a single-tensor state
     segments: list[tuple[int, int]] | None  # None: one segment covering the state
-    structured: Callable[[torch.Tensor, Any], Any] | None = None  # func on the user's structure (tuples)
 
     def split(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """A flat state [N] as views in the user's structure: (y,) or (y1, y2, ...)."""
         if self.shapes is None:
             return (flat.view(self.y0.shape),)
-        numels = [math.prod(s) for s in self.shapes]
-        return tuple(p.view(s) for p, s in zip(flat.split_with_sizes(numels), self.shapes))
+        return _split(flat, self.func.numels, self.shapes)
 
     def call_structured(self, t: torch.Tensor, parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """func on the user's structure, returning a tuple of derivative parts (no flattening)."""
         if self.shapes is None:
             return (self.func(t, parts[0]),)
-        return tuple(self.structured(t, parts))
+        return tuple(self.func.func(t, parts))  # the _TupleFunc's inner func
 
     def unflatten(self, sol: torch.Tensor) -> Any:
         """[T, N] flat solution -> tensor [T, *shape] or tuple of such tensors."""
@@ -156,7 +158,7 @@ def prepare(func: Func, y0: Any, t: Any) -> Problem:
         for n in numels:
             bounds.append(bounds[-1] + n)
         segments = list(zip(bounds[:-1], bounds[1:]))
-        return Problem(_TupleFunc(checked, shapes, numels), flat, times, t, shapes, segments, checked)
+        return Problem(_TupleFunc(checked, shapes, numels), flat, times, t, shapes, segments)
     return Problem(checked, y0, times, t, None, None)
 
 

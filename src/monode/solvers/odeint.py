@@ -92,7 +92,8 @@ class _AdjointSolve(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, spec: dict, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        sol, stats = spec["solver"].integrate(spec["func"], y0, spec["times"])
+        prob = spec["problem"]
+        sol, stats = spec["solver"].integrate(prob.func, y0, prob.times)
         ctx.spec, ctx.recorders = spec, active_recorders()
         _record_forward(stats, sol, backprop=False)
         ctx.save_for_backward(sol, *params)
@@ -102,7 +103,8 @@ class _AdjointSolve(torch.autograd.Function):
     def backward(ctx: Any, grad_sol: torch.Tensor) -> tuple[Any, ...]:
         sol, *params = ctx.saved_tensors
         spec = ctx.spec
-        prob, times, shape = spec["problem"], spec["times"], sol.shape[1:]
+        prob = spec["problem"]
+        times, shape = prob.times, sol.shape[1:]
         n = sol[0].numel()
         numels = [p.numel() for p in params]
 
@@ -195,6 +197,6 @@ def odeint_adjoint(func: Func, y0: Any, t: Any, *, rtol: float = 1e-7, atol: flo
             raise ODEInputError(f"adjoint_options['norm'] must be 'seminorm', 'mixed' or callable, got {adjoint_norm!r}")
         return _make_solver(adjoint_method, adjoint_options, adjoint_rtol, adjoint_atol, norm, what="adjoint_method")
 
-    spec = dict(solver=solver, func=prob.func, problem=prob, times=prob.times, adjoint_solver=adjoint_solver)
+    spec = dict(solver=solver, problem=prob, adjoint_solver=adjoint_solver)
     sol = _AdjointSolve.apply(spec, prob.y0, *params)
     return prob.unflatten(sol)
