@@ -82,8 +82,9 @@ class OfficialStyleModel(nn.Module):
         self.cell.elem_t = elem_t.view(-1, 1, 1)
         state = field.encode(variables, times[0])
         stacked = state.unsqueeze(1) if field.state_size == 1 else torch.stack(state, 1)
+        options = {k: v for k, v in (rnn.options or {}).items() if k != "norm"}  # stacked: one RMS already
         return torchdiffeq.odeint_adjoint(self.cell, stacked, times, rtol=rnn.rtol, atol=rnn.atol, method="dopri5",
-                                          options=rnn.options)
+                                          options=options or None)
 
     def _decode(self, state: Tensor, t: Tensor) -> State:
         field = self.model.rnn.field

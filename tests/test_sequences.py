@@ -68,7 +68,7 @@ def test_odernn_wiring_matches_the_exact_solution_of_a_linear_node():
     x, dt = torch.randn(4, 5, 17, dtype=F64), torch.rand(4, 5, dtype=F64) * 2
     with torch.no_grad():
         out = model(x, dt)
-        f = model.rnn.field.net[0]
+        f = model.rnn.field.net.layers[0]
         h = torch.zeros(4, 24, dtype=F64)
         for i in range(5):
             h = _affine_flow(f, model.rnn.cell(h, x[:, i]), dt[:, i])

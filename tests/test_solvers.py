@@ -116,6 +116,41 @@ def test_tuple_state_uses_torchdiffeq_mixed_norm() -> None:
     torch.testing.assert_close(ours[0], ref[0], rtol=0, atol=1e-8)
 
 
+def test_rms_norm_on_a_tuple_state_matches_torchdiffeq_on_the_stacked_state() -> None:
+    """norm="rms": one RMS over (x, v), what torchdiffeq does for the state stacked into one tensor
+    (the official ODE-RNNs' [B, 2, H]): the same steps, so the same NFE."""
+    f = HarmonicOscillator(omega=3.0)
+    x0, v0 = torch.ones(5, dtype=F64), torch.full((5,), 0.01, dtype=F64)
+    t = torch.linspace(0, 4, 3, dtype=F64)
+    n = {"k": 0}
+
+    def stacked(t, s):
+        n["k"] += 1
+        return torch.stack(f(t, tuple(s.unbind(0))))
+
+    with record_stats() as stats:
+        ours = odeint(f, (x0, v0), t, rtol=1e-5, atol=1e-7, options=dict(norm="rms"))
+    ref = torchdiffeq.odeint(stacked, torch.stack([x0, v0]), t, rtol=1e-5, atol=1e-7)
+    assert stats.forward_nfe == n["k"]
+    torch.testing.assert_close(ours[0], ref[:, 0], rtol=0, atol=1e-10)
+    with record_stats() as mixed:
+        odeint(f, (x0, v0), t, rtol=1e-5, atol=1e-7)
+    assert mixed.forward_nfe != stats.forward_nfe  # the mixed norm is a different (stricter) control here
+
+
+def test_callable_norm_on_a_tuple_state_receives_the_tuple() -> None:
+    seen = []
+
+    def norm(parts):
+        seen.append(type(parts))
+        return max(p.abs().max() for p in parts)
+
+    f = HarmonicOscillator()
+    odeint(f, (torch.ones(3, dtype=F64), torch.zeros(3, dtype=F64)), torch.tensor([0.0, 1.0], dtype=F64),
+           options=dict(norm=norm))
+    assert seen and set(seen) == {tuple}
+
+
 # -- gradients -------------------------------------------------------------------------------
 
 def _grad_problem():

@@ -59,6 +59,11 @@ def resolve_activation(spec: ActivationSpec, name: str = "activation") -> Callab
                      f"('hardtanh', bound) or a callable, got {spec!r}")
 
 
+def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum(a * b) as a 0-d tensor (one op): the gradient of a scalar coefficient multiplying b."""
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
 def register_scalar(module: nn.Module, name: str, value: float, trainable: bool) -> None:
     """A scalar on `module`: an nn.Parameter if trainable, else a buffer (saved, moved, never trained)."""
     tensor = torch.tensor(float(value))
@@ -118,6 +123,24 @@ class VectorField(nn.Module):
     def forward(self, t: torch.Tensor, state: State) -> State:
         return self.rhs(t, state, self.coefficients())
 
+    def rhs_vjp(self, t: torch.Tensor, state: State, coef: Coefficients, cotangent: State
+                ) -> tuple[State, State, list[torch.Tensor], tuple[torch.Tensor | None, ...]]:
+        """`rhs` and its vector-Jacobian products in closed form, for the adjoint solver.
+
+        Returns (F, c . dF/dstate, [c . dF/dp for p in net.parameters()], c . dF/dcoef per coefficient:
+        None where the coefficient is None or does not require grad), c being `cotangent` (shaped like
+        the state). Fields that implement it (and whose network has `vjp`) skip autograd in the
+        backward solve; `vjp_supported` says when it applies.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form VJP")
+
+    def vjp_supported(self) -> bool:
+        """Whether `rhs_vjp` applies: the class implements it, f (the only submodule) has a closed-form
+        VJP, and the gates are ones with known derivatives (subclasses check theirs)."""
+        net_supported = getattr(self.net, "vjp_supported", None)
+        return (type(self).rhs_vjp is not VectorField.rhs_vjp and callable(net_supported) and net_supported()
+                and len(list(self.children())) == 1)
+
     def bind(self, coef: Coefficients | None = None, dtype: torch.dtype | None = None) -> "BoundField":
         """This field with fixed coefficients (default: computed now, cast to `dtype`): what a solve integrates."""
         coef = self.coefficients() if coef is None else coef
@@ -168,6 +191,15 @@ class BoundField(nn.Module):
     def adjoint_params(self) -> tuple[torch.Tensor, ...]:
         return self.field.adjoint_params(self.coef)
 
+    def vjp_supported(self) -> bool:
+        return self.field.vjp_supported()
+
+    def vjp(self, t: torch.Tensor, state: State, cotangent: State) -> tuple[State, State, tuple[torch.Tensor, ...]]:
+        """(F, c . dF/dstate, c . dF/dp for p in `adjoint_params()`) without autograd (`VectorField.rhs_vjp`)."""
+        out, grad_state, grad_net, grad_coef = self.field.rhs_vjp(t, state, self.coef, cotangent)
+        return out, grad_state, (*grad_net, *(g for g, c in zip(grad_coef, self.coef)
+                                              if c is not None and c.requires_grad))
+
 
 class TimeScaledField(nn.Module):
     """Every sample integrated over its own interval length, in one batched solve.
@@ -196,6 +228,19 @@ class TimeScaledField(nn.Module):
     def adjoint_params(self) -> tuple[torch.Tensor, ...]:
         inner = self.field.adjoint_params() if hasattr(self.field, "adjoint_params") else tuple(self.field.parameters())
         return inner + ((self.scale,) if self.scale.requires_grad else ())
+
+    def vjp_supported(self) -> bool:
+        inner = getattr(self.field, "vjp_supported", None)
+        return callable(inner) and inner() and not self.scale.requires_grad
+
+    def vjp(self, t: torch.Tensor, state: State, cotangent: State) -> tuple[State, State, tuple[torch.Tensor, ...]]:
+        """The inner field's `vjp` with cotangent c * scale (d(scale F)/dy = scale dF/dy), its output scaled."""
+        scale = self.scale
+        if isinstance(cotangent, torch.Tensor):
+            out, grad_state, grads = self.field.vjp(t, state, cotangent * scale)
+            return out * scale, grad_state, grads
+        out, grad_state, grads = self.field.vjp(t, state, tuple(c * scale for c in cotangent))
+        return tuple(d * scale for d in out), grad_state, grads
 
 
 @dataclasses.dataclass(frozen=True)

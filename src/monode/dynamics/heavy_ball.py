@@ -20,7 +20,8 @@ import math
 
 import torch
 
-from ._base import ActivationSpec, ModelSpec, VectorField, register_scalar, register_xi, resolve_activation
+from ._base import ActivationSpec, ModelSpec, VectorField, dot, register_scalar, register_xi, resolve_activation
+from ._derivatives import activation_backward
 from .networks import InitialVelocity
 
 __all__ = ["HeavyBallField", "HBNODE_SPEC", "GHBNODE_SPEC"]
@@ -42,6 +43,7 @@ class HeavyBallField(VectorField):
                  learn_gamma: bool = True, xi: float = 0.0, xi_logit: float | None = None) -> None:
         super().__init__(net)
         self.gate = resolve_activation(activation, "activation")
+        self._gate_backward = activation_backward(self.gate)
         register_scalar(self, "gamma_logit", gamma_logit, trainable=learn_gamma)
         register_xi(self, xi, xi_logit)
 
@@ -58,6 +60,32 @@ class HeavyBallField(VectorField):
         if neg_xi is not None:
             dm = dm.addcmul_(h, neg_xi)
         return (m if self.gate is None else self.gate(m)), dm
+
+    def rhs_vjp(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], coef: tuple,
+                cotangent: tuple[torch.Tensor, torch.Tensor]) -> tuple[tuple, tuple, list[torch.Tensor], tuple]:
+        """With (c_h, c_m) and g = c_m . df/dh:
+        (g - xi c_m, c_h sigma'(m) - gamma c_m); d/d(-gamma) = <c_m, m>, d/d(-xi) = <c_m, h>."""
+        h, m = state
+        c_h, c_m = cotangent
+        neg_gamma, neg_xi = coef
+        f, saved = self.net.forward_saved(t, h)
+        dm = torch.addcmul(f, m, neg_gamma)
+        if neg_xi is not None:
+            dm = dm.addcmul_(h, neg_xi)
+        if self.gate is None:
+            dh, grad_m = m, torch.addcmul(c_h, c_m, neg_gamma)
+        else:
+            dh = self.gate(m)
+            grad_m = self._gate_backward(c_h, m, dh).addcmul_(c_m, neg_gamma)
+        grad_h, grad_net = self.net.vjp(saved, c_m)
+        if neg_xi is not None:
+            grad_h = grad_h.addcmul_(c_m, neg_xi)
+        grad_coef = (dot(c_m, m) if neg_gamma.requires_grad else None,
+                     dot(c_m, h) if neg_xi is not None and neg_xi.requires_grad else None)
+        return (dh, dm), (grad_h, grad_m), grad_net, grad_coef
+
+    def vjp_supported(self) -> bool:
+        return super().vjp_supported() and (self.gate is None or self._gate_backward is not None)
 
 
 _LN2 = math.log(2.0)  # softplus(0): the official c~ = 0

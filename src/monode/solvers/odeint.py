@@ -26,7 +26,7 @@ def _make_solver(method: str | None, options: dict | None, rtol: float, atol: fl
     if unknown:
         raise ODEInputError(f"{what}={method!r} does not take option(s) {unknown}; valid options: {list(cls.options)}")
     if issubclass(cls, AdaptiveRungeKutta):
-        options.setdefault("norm", norm)
+        options["norm"] = norm  # the options' own norm, already resolved to one on the flat state
         return cls(rtol=rtol, atol=atol, **options)
     options.pop("norm", None)
     return cls(**options)
@@ -36,6 +36,8 @@ def _state_norm(prob: Problem, user_norm: Any) -> Callable[[torch.Tensor], torch
     """The error norm on the flat state: torchdiffeq's mixed RMS norm, or the user's on the user's structure."""
     if user_norm is None:
         return lambda x: segment_rms_max(x, prob.segments)
+    if user_norm == "rms":
+        return lambda x: segment_rms_max(x, None)
     if not callable(user_norm):
         raise ODEInputError(f"options['norm'] must be callable, got {user_norm!r}")
     if prob.shapes is None:
@@ -55,6 +57,19 @@ def _record_forward(stats: SolverStats, sol: torch.Tensor, backprop: bool) -> No
                                               steps=stats.forward_steps, rejected=stats.forward_rejected))
 
 
+def _closed_form_vjp(func: Any, params: tuple[torch.Tensor, ...]) -> tuple[Callable, list[int]] | None:
+    """(func.vjp, the index of each differentiated tensor among func.adjoint_params()) when func computes
+    its VJP in closed form (`BoundField.vjp`, `TimeScaledField.vjp`) for exactly these tensors; else None."""
+    supported = getattr(func, "vjp_supported", None)
+    if not (callable(supported) and callable(getattr(func, "adjoint_params", None)) and supported()):
+        return None
+    index = {id(p): i for i, p in enumerate(func.adjoint_params())}
+    selected = [index.get(id(p)) for p in params]
+    if None in selected:
+        return None
+    return func.vjp, selected  # type: ignore[return-value]
+
+
 def odeint(func: Func, y0: Any, t: Any, *, rtol: float = 1e-7, atol: float = 1e-9,
            method: str | None = None, options: dict | None = None) -> Any:
     """Integrate dy/dt = func(t, y) from y(t[0]) = y0 and return y at every time in t.
@@ -69,7 +84,9 @@ def odeint(func: Func, y0: Any, t: Any, *, rtol: float = 1e-7, atol: float = 1e-
         rtol, atol: tolerances of adaptive methods (error ratio uses atol + rtol * max(|y0|, |y1|)).
         method: "dopri5" (default), "bosh3", "euler", "midpoint", "rk4" or "nag" (see `METHODS`).
         options: method options. Adaptive: first_step, safety, ifactor, dfactor, max_step,
-            max_num_steps (default 10000), norm. Fixed-step: step_size or grid (default: one step
+            max_num_steps (default 10000), norm (default: torchdiffeq's mixed norm, the max over
+            tuple components of each one's RMS; "rms": one RMS over the whole state, as for a
+            single stacked tensor; or a callable on the state's structure). Fixed-step: step_size or grid (default: one step
             per output interval), compile (torch.compile the step), max_num_steps; nag also momentum.
 
     Returns:
@@ -118,6 +135,25 @@ class _AdjointSolve(torch.autograd.Function):
             vjps = [torch.zeros_like(x) if v is None else v for v, x in zip(vjps, (*ys, *params))]
             return torch.cat([f.detach().reshape(-1) for f in fs] + [v.reshape(-1) for v in vjps])
 
+        closed_form = spec["vjp"]
+        if closed_form is not None:
+            vjp, selected = closed_form
+            structured = prob.shapes is not None
+
+            def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # noqa: F811
+                """The same from the field's closed-form `vjp` (no autograd): [f, a df/dy, a df/dp], then
+                the adjoint parts negated in place."""
+                ys, adj = prob.split(z[:n]), prob.split(z[n:2 * n])
+                if structured:
+                    fs, grad_y, grads = vjp(t, ys, adj)
+                else:
+                    f, g, grads = vjp(t, ys[0], adj[0])
+                    fs, grad_y = (f,), (g,)
+                out = torch.cat([f.reshape(-1) for f in fs] + [g.reshape(-1) for g in grad_y]
+                                + [grads[i].reshape(-1) for i in selected])
+                out[n:].neg_()
+                return out
+
         solver = spec["adjoint_solver"](n, numels)
         adj = grad_sol[-1].reshape(-1)
         grads = torch.zeros(sum(numels), dtype=sol.dtype, device=sol.device)
@@ -146,7 +182,8 @@ def odeint_adjoint(func: Func, y0: Any, t: Any, *, rtol: float = 1e-7, atol: flo
 
     Args:
         adjoint_rtol, adjoint_atol, adjoint_method: the backward solve's (default: the forward's).
-        adjoint_options: options of the backward solve (default: the forward options without norm).
+        adjoint_options: options of the backward solve (default: the forward options without norm;
+            a forward norm="rms" makes y and a one segment each in the backward mixed norm).
             norm="seminorm" measures the error on (y, a) only and ignores the parameter-gradient
             part (Kidger et al. 2021): fewer backward steps, same gradients to tolerance. The default
             is torchdiffeq's mixed norm over y, a and each parameter. A callable norm receives
@@ -177,11 +214,12 @@ def odeint_adjoint(func: Func, y0: Any, t: Any, *, rtol: float = 1e-7, atol: flo
 
     prob = prepare(func, y0, t)
     solver = _make_solver(method, options, rtol, atol, _state_norm(prob, (options or {}).get("norm")))
+    joint_norm = (options or {}).get("norm") == "rms"
     _make_solver(adjoint_method, adjoint_options, adjoint_rtol, adjoint_atol, segment_rms_max,
                  what="adjoint_method")  # validate the backward configuration now, not at backward time
 
     def adjoint_solver(n: int, numels: list[int]):
-        y_segments = prob.segments or [(0, n)]
+        y_segments = [(0, n)] if joint_norm else prob.segments or [(0, n)]
         segments = y_segments + [(a + n, b + n) for a, b in y_segments]
         if adjoint_norm == "mixed":
             offset = 2 * n
@@ -197,6 +235,6 @@ def odeint_adjoint(func: Func, y0: Any, t: Any, *, rtol: float = 1e-7, atol: flo
             raise ODEInputError(f"adjoint_options['norm'] must be 'seminorm', 'mixed' or callable, got {adjoint_norm!r}")
         return _make_solver(adjoint_method, adjoint_options, adjoint_rtol, adjoint_atol, norm, what="adjoint_method")
 
-    spec = dict(solver=solver, problem=prob, adjoint_solver=adjoint_solver)
+    spec = dict(solver=solver, problem=prob, adjoint_solver=adjoint_solver, vjp=_closed_form_vjp(func, params))
     sol = _AdjointSolve.apply(spec, prob.y0, *params)
     return prob.unflatten(sol)

@@ -26,7 +26,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..dynamics import State, build_model
+from ..dynamics import MLPField, State, build_model
 from ..layers import ODEBlock, ODERNN
 
 __all__ = ["SequenceSizes", "SequenceModel", "SequenceOutput", "build_sequence_model", "mlp",
@@ -46,15 +46,6 @@ def mlp(sizes: Sequence[int], activation: str = "tanh") -> nn.Sequential:
             layers.append(acts[activation]())
         layers.append(nn.Linear(a, b))
     return nn.Sequential(*layers)
-
-
-class _AutonomousMLP(nn.Sequential):
-    """f(t, h) = mlp(h): the sequence tasks' fields ignore time, as the official `tempf` does."""
-
-    def forward(self, t: Tensor, h: Tensor) -> Tensor:  # type: ignore[override]
-        for layer in self:
-            h = layer(h)
-        return h
 
 
 def _parts(variables: State) -> tuple[Tensor, ...]:
@@ -179,12 +170,14 @@ def build_sequence_model(name: str, preset: str, sizes: SequenceSizes, *, featur
     """The ODE-RNN of model `name` with the registry's field options for `preset` ("pv", "walker").
 
     features: channels C of an observation; seq_len: T (for a "window" encoder); cell: "linear" or
-    "mlp"; f_activation: "relu" or "tanh" between f's layers; solver: `ODERNN` solver keywords.
+    "mlp"; f_activation: "relu" or "tanh" between f's layers; solver: `ODERNN` solver keywords. The
+    error norm defaults to options["norm"] = "rms" over the whole state: the official scripts stack
+    (h, m) into one [B, 2, H] tensor, so torchdiffeq's norm there is one RMS, not the max over h and m.
     """
     hidden = sizes.hidden
 
-    def f_net(f_in: int, f_out: int) -> nn.Module:
-        return _AutonomousMLP(*mlp([f_in, *sizes.f_widths, f_out], f_activation))
+    def f_net(f_in: int, f_out: int) -> nn.Module:  # ignores t, as the official `tempf`
+        return MLPField(f_in, sizes.f_widths, f_out, activation=f_activation)
 
     field = build_model(name, dim=hidden, net=f_net, preset=preset)
     k = field.state_size
@@ -198,6 +191,7 @@ def build_sequence_model(name: str, preset: str, sizes: SequenceSizes, *, featur
     if sizes.encoder is not None:
         in_features = features * seq_len if sizes.encoder == "window" else features
         encoder = Encoder(in_features, sizes.encoder_features or k * hidden, k * hidden, k)
+    solver["options"] = {"norm": "rms", **(solver.get("options") or {})}  # the official stacked-state norm
     rnn = ODERNN(field, update, hidden_size=hidden, **solver)
     return SequenceModel(rnn, nn.Linear(hidden, features), encoder, sizes.encoder)
 

@@ -1,0 +1,130 @@
+"""Closed-form VJPs (fields and MLP networks) against autograd, and the adjoint's use of them."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monode.dynamics import MLPField, TimeScaledField, build_model
+from monode.dynamics._derivatives import activation_backward
+from monode.solvers import odeint_adjoint
+
+F64 = torch.float64
+odeint_module = importlib.import_module("monode.solvers.odeint")
+
+FIELDS = [  # (model, field options): every supported model and gate
+    ("node", {}), ("anode", {}), ("sonode", {}), ("hbnode", {}), ("hbnode", dict(xi_logit=0.5)),
+    ("hbnode", dict(xi=0.7)), ("ghbnode", {}), ("ghbnode", dict(activation=("hardtanh", 0.3))),
+    ("ghbnode", dict(activation="sigmoid", xi=1.5, xi_logit=None)),
+]
+NETS = [dict(depth=1), dict(depth=3, activation="tanh"), dict(depth=2, activation="relu"),
+        dict(depth=3, activation="sigmoid", time=True)]
+
+
+def _autograd_vjp(bound, t, state, cotangent):
+    parts = state if isinstance(state, tuple) else (state,)
+    leaves = tuple(p.detach().requires_grad_(True) for p in parts)
+    out = bound(t, leaves if isinstance(state, tuple) else leaves[0])
+    outs = out if isinstance(out, tuple) else (out,)
+    cots = cotangent if isinstance(cotangent, tuple) else (cotangent,)
+    grads = torch.autograd.grad(outs, (*leaves, *bound.adjoint_params()), cots, allow_unused=True)
+    return outs, grads[:len(leaves)], grads[len(leaves):]
+
+
+@pytest.mark.parametrize("net_options", NETS)
+@pytest.mark.parametrize("name, options", FIELDS)
+def test_field_vjp_equals_autograd(name, options, net_options):
+    torch.manual_seed(0)
+    field = build_model(name, dim=3, hidden=5, net_options=net_options, **options).double()
+    with torch.no_grad():  # move scalar parameters off their defaults so every term matters
+        for p in field.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    bound = field.bind()
+    assert bound.vjp_supported()
+    state = tuple(torch.randn(4, 3, dtype=F64) for _ in range(field.state_size))
+    state = state if field.state_size > 1 else state[0]
+    cot = tuple(torch.randn(4, 3, dtype=F64) for _ in range(field.state_size))
+    cot = cot if field.state_size > 1 else cot[0]
+    t = torch.tensor(0.4, dtype=F64)
+    outs, grad_state, grad_params = _autograd_vjp(bound, t, state, cot)
+    out, g_state, g_params = bound.vjp(t, state, cot)
+    for a, b in zip(outs, out if isinstance(out, tuple) else (out,)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grad_state, g_state if isinstance(g_state, tuple) else (g_state,)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert len(g_params) == len(bound.adjoint_params())
+    for a, b in zip(grad_params, g_params):
+        torch.testing.assert_close(torch.zeros_like(b) if a is None else a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_time_scaled_vjp_scales_cotangent_and_output():
+    torch.manual_seed(1)
+    field = build_model("hbnode", dim=3, hidden=4, xi_logit=0.1).double()
+    scaled = TimeScaledField(field.bind(), torch.rand(5, dtype=F64), ndim=2, span_length=2.0)
+    state = (torch.randn(5, 3, dtype=F64), torch.randn(5, 3, dtype=F64))
+    cot = (torch.randn(5, 3, dtype=F64), torch.randn(5, 3, dtype=F64))
+    t = torch.tensor(0.0, dtype=F64)
+    outs, grad_state, grad_params = _autograd_vjp(scaled, t, state, cot)
+    out, g_state, g_params = scaled.vjp(t, state, cot)
+    for a, b in zip((*outs, *grad_state, *grad_params), (*out, *g_state, *g_params)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("act", [torch.tanh, torch.sigmoid, torch.relu, F.softplus, F.hardtanh, nn.Tanh(), nn.ReLU(),
+                                 nn.Sigmoid(), nn.Hardtanh(-0.5, 2.0)])
+def test_activation_backward_equals_autograd(act):
+    x = torch.linspace(-3, 3, 61, dtype=F64).requires_grad_(True)
+    g = torch.randn(61, dtype=F64)
+    y = act(x)
+    (expected,) = torch.autograd.grad(y, x, g)
+    torch.testing.assert_close(activation_backward(act)(g, x.detach(), y.detach()), expected)
+
+
+def test_unknown_activations_fall_back_to_autograd():
+    assert activation_backward(lambda x: x * 2) is None
+    assert not MLPField(3, 4, activation="elu").vjp_supported()
+    field = build_model("ghbnode", dim=3, hidden=4, activation=lambda m: m.clamp(-1, 1))
+    assert not field.bind().vjp_supported()
+    assert not build_model("hbnode", net="conv", dim=2, hidden=3).bind().vjp_supported()
+
+
+def _walker_gradients(name: str, closed_form: bool, monkeypatch) -> list[torch.Tensor]:
+    from monode.tasks.walker2d import build_walker_model
+    torch.manual_seed(0)
+    model = build_walker_model(name, rtol=1e-10, atol=1e-10, adjoint=True).double()
+    x, dt = torch.randn(6, 4, 17, dtype=F64), torch.rand(6, 4, dtype=F64)
+    calls = []
+    original = odeint_module._closed_form_vjp
+
+    def spy(func, params):
+        found = original(func, params) if closed_form else None
+        calls.append(found is not None)
+        return found
+    monkeypatch.setattr(odeint_module, "_closed_form_vjp", spy)
+    model(x, dt).prediction.square().mean().backward()
+    assert calls and all(c == closed_form for c in calls)
+    return [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", ["node", "sonode", "ghbnode"])
+def test_adjoint_with_closed_form_vjp_gives_autograd_gradients(name, monkeypatch):
+    """The whole ODE-RNN's adjoint gradients are the same whichever way the VJPs are computed."""
+    fast = _walker_gradients(name, True, monkeypatch)
+    slow = _walker_gradients(name, False, monkeypatch)
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_adjoint_on_a_subset_of_parameters_uses_the_matching_vjp_parts():
+    torch.manual_seed(2)
+    field = build_model("hbnode", dim=2, hidden=3, xi_logit=0.0).double()
+    bound = field.bind()
+    h0, m0 = torch.randn(3, 2, dtype=F64), torch.randn(3, 2, dtype=F64)
+    weight = field.net.layers[0].weight
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    (g_fast,) = torch.autograd.grad(odeint_adjoint(bound, (h0, m0), t, adjoint_params=(weight,))[0][-1].sum(), weight)
+    (g_ref,) = torch.autograd.grad(odeint_module.odeint(bound, (h0, m0), t)[0][-1].sum(), weight)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-6, atol=1e-8)
