@@ -104,6 +104,38 @@ def odeint(func: Func, y0: Any, t: Any, *, rtol: float = 1e-7, atol: float = 1e-
     return prob.unflatten(sol)
 
 
+def _autograd_dynamics(prob: Problem, params: list[torch.Tensor], n: int) -> Func:
+    """d/dt [y, a, g] = [f, -a df/dy, -a df/dparams] by autograd: f evaluated on the user's structure
+    (no flatten/unflatten in the differentiated graph), everything joined by one cat."""
+    def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            ys = tuple(y.detach().requires_grad_(True) for y in prob.split(z[:n]))
+            fs = prob.call_structured(t, ys)
+            vjps = torch.autograd.grad(fs, (*ys, *params), prob.split(-z[n:2 * n]), allow_unused=True)
+        vjps = [torch.zeros_like(x) if v is None else v for v, x in zip(vjps, (*ys, *params))]
+        return torch.cat([f.detach().reshape(-1) for f in fs] + [v.reshape(-1) for v in vjps])
+    return augmented
+
+
+def _closed_form_dynamics(prob: Problem, vjp: Callable, selected: list[int], n: int) -> Func:
+    """The same dynamics from the field's closed-form `vjp` (no autograd): [f, a df/dy, a df/dp] joined,
+    then the adjoint parts negated in place; `selected` picks the differentiated tensors' parts."""
+    structured = prob.shapes is not None
+
+    def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        ys, adj = prob.split(z[:n]), prob.split(z[n:2 * n])
+        if structured:
+            fs, grad_y, grads = vjp(t, ys, adj)
+        else:
+            f, g, grads = vjp(t, ys[0], adj[0])
+            fs, grad_y = (f,), (g,)
+        out = torch.cat([f.reshape(-1) for f in fs] + [g.reshape(-1) for g in grad_y]
+                        + [grads[i].reshape(-1) for i in selected])
+        out[n:].neg_()
+        return out
+    return augmented
+
+
 class _AdjointSolve(torch.autograd.Function):
     """Solve without building a graph; the backward pass solves the adjoint ODE backwards in time."""
 
@@ -125,35 +157,11 @@ class _AdjointSolve(torch.autograd.Function):
         n = sol[0].numel()
         numels = [p.numel() for p in params]
 
-        def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-            """d/dt [y, a, g] = [f, -a df/dy, -a df/dparams], f evaluated on the user's structure (no
-            flatten/unflatten in the differentiated graph), everything joined by one cat."""
-            with torch.enable_grad():
-                ys = tuple(y.detach().requires_grad_(True) for y in prob.split(z[:n]))
-                fs = prob.call_structured(t, ys)
-                vjps = torch.autograd.grad(fs, (*ys, *params), prob.split(-z[n:2 * n]), allow_unused=True)
-            vjps = [torch.zeros_like(x) if v is None else v for v, x in zip(vjps, (*ys, *params))]
-            return torch.cat([f.detach().reshape(-1) for f in fs] + [v.reshape(-1) for v in vjps])
-
         closed_form = spec["vjp"]
-        if closed_form is not None:
-            vjp, selected = closed_form
-            structured = prob.shapes is not None
-
-            def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # noqa: F811
-                """The same from the field's closed-form `vjp` (no autograd): [f, a df/dy, a df/dp], then
-                the adjoint parts negated in place."""
-                ys, adj = prob.split(z[:n]), prob.split(z[n:2 * n])
-                if structured:
-                    fs, grad_y, grads = vjp(t, ys, adj)
-                else:
-                    f, g, grads = vjp(t, ys[0], adj[0])
-                    fs, grad_y = (f,), (g,)
-                out = torch.cat([f.reshape(-1) for f in fs] + [g.reshape(-1) for g in grad_y]
-                                + [grads[i].reshape(-1) for i in selected])
-                out[n:].neg_()
-                return out
-
+        if closed_form is None:
+            augmented = _autograd_dynamics(prob, params, n)
+        else:
+            augmented = _closed_form_dynamics(prob, *closed_form, n)
         solver = spec["adjoint_solver"](n, numels)
         adj = grad_sol[-1].reshape(-1)
         grads = torch.zeros(sum(numels), dtype=sol.dtype, device=sol.device)
