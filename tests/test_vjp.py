@@ -19,6 +19,10 @@ FIELDS = [  # (model, field options): every supported model and gate
     ("node", {}), ("anode", {}), ("sonode", {}), ("hbnode", {}), ("hbnode", dict(xi_logit=0.5)),
     ("hbnode", dict(xi=0.7)), ("ghbnode", {}), ("ghbnode", dict(activation=("hardtanh", 0.3))),
     ("ghbnode", dict(activation="sigmoid", xi=1.5, xi_logit=None)),
+    ("adamnode", {}), ("adamnode", dict(activation="tanh", v_activation="sigmoid", xi_logit=0.2)),
+    ("adamnode", dict(v_activation=None, xi=0.5)),
+    ("nesterovnode", {}), ("nesterovnode", dict(sign=1)), ("gnesterovnode", {}),
+    ("gnesterovnode", dict(activation="tanh", k_activation="tanh", f_activation="tanh", xi=1.5, xi_logit=None)),
 ]
 NETS = [dict(depth=1), dict(depth=3, activation="tanh"), dict(depth=2, activation="relu"),
         dict(depth=3, activation="sigmoid", time=True)]
@@ -45,10 +49,12 @@ def test_field_vjp_equals_autograd(name, options, net_options):
     bound = field.bind()
     assert bound.vjp_supported()
     state = tuple(torch.randn(4, 3, dtype=F64) for _ in range(field.state_size))
+    if name == "adamnode":  # v > 0, as the identity v-activation needs
+        state = (state[0], state[1], state[2].abs() + 0.1)
     state = state if field.state_size > 1 else state[0]
     cot = tuple(torch.randn(4, 3, dtype=F64) for _ in range(field.state_size))
     cot = cot if field.state_size > 1 else cot[0]
-    t = torch.tensor(0.4, dtype=F64)
+    t = torch.tensor(1.4, dtype=F64)  # inside every field's span (Nesterov's [1, 2])
     outs, grad_state, grad_params = _autograd_vjp(bound, t, state, cot)
     out, g_state, g_params = bound.vjp(t, state, cot)
     for a, b in zip(outs, out if isinstance(out, tuple) else (out,)):
@@ -89,6 +95,7 @@ def test_unknown_activations_fall_back_to_autograd():
     field = build_model("ghbnode", dim=3, hidden=4, activation=lambda m: m.clamp(-1, 1))
     assert not field.bind().vjp_supported()
     assert not build_model("hbnode", net="conv", dim=2, hidden=3).bind().vjp_supported()
+    assert not build_model("nesterovnode", dim=3, hidden=4, official=True).bind().vjp_supported()
 
 
 def _walker_gradients(name: str, closed_form: bool, monkeypatch) -> list[torch.Tensor]:
@@ -109,7 +116,7 @@ def _walker_gradients(name: str, closed_form: bool, monkeypatch) -> list[torch.T
     return [p.grad for p in model.parameters()]
 
 
-@pytest.mark.parametrize("name", ["node", "sonode", "ghbnode"])
+@pytest.mark.parametrize("name", ["node", "sonode", "ghbnode", "adamnode", "gnesterovnode"])
 def test_adjoint_with_closed_form_vjp_gives_autograd_gradients(name, monkeypatch):
     """The whole ODE-RNN's adjoint gradients are the same whichever way the VJPs are computed."""
     fast = _walker_gradients(name, True, monkeypatch)

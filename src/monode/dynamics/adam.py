@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import torch
 
-from ._base import ActivationSpec, ModelSpec, VectorField, register_scalar, register_xi, resolve_activation
+from ._base import ActivationSpec, ModelSpec, VectorField, dot, register_scalar, register_xi, resolve_activation
+from ._derivatives import activation_backward
 from .networks import AdamInitialState
 
 __all__ = ["AdamField", "ADAMNODE_SPEC"]
@@ -51,6 +52,7 @@ class AdamField(VectorField):
             raise ValueError(f"beta_logits must be a pair (beta~1, beta~2), got {beta_logits!r}")
         self.gate = resolve_activation(activation, "activation")
         self.v_act = resolve_activation(v_activation, "v_activation")
+        self._gate_backward, self._v_backward = activation_backward(self.gate), activation_backward(self.v_act)
         register_scalar(self, "beta1_logit", beta_logits[0], trainable=learn_betas)
         register_scalar(self, "beta2_logit", beta_logits[1], trainable=learn_betas)
         register_xi(self, xi, xi_logit)
@@ -72,6 +74,45 @@ class AdamField(VectorField):
         if neg_xi is not None:
             dm = dm.addcmul_(h, neg_xi)
         return dh, dm, torch.addcmul(v, f, f, value=-1.0).mul_(neg_beta2)  # beta2 (f^2 - v)
+
+    def rhs_vjp(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor], coef: tuple,
+                cotangent: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[tuple, tuple, list, tuple]:
+        """With r = (act(v) + eps^2)^(-1/2) and cotangents (c_h, c_m, c_v):
+        f gets beta1 c_m + 2 beta2 f c_v, so c_h' = (that) . df/dh - xi c_m; c_m' = sigma'(m) r c_h - beta1 c_m;
+        c_v' = -r^3 act'(v) sigma(m) c_h / 2 - beta2 c_v; d/dbeta1 = <c_m, f - m>, d/d(-beta2) = <c_v, v - f^2>,
+        d/d(-xi) = <c_m, h>."""
+        h, m, v = state
+        c_h, c_m, c_v = cotangent
+        beta1, neg_beta2, neg_xi = coef
+        f, saved = self.net.forward_saved(t, h)
+        act_v = v if self.v_act is None else self.v_act(v)
+        inv_scale = torch.rsqrt(act_v + self.eps_squared)
+        gate_m = m if self.gate is None else self.gate(m)
+        dh = gate_m * inv_scale
+        f_minus_m = f - m
+        dm = f_minus_m * beta1
+        if neg_xi is not None:
+            dm = dm.addcmul_(h, neg_xi)
+        v_minus_f2 = torch.addcmul(v, f, f, value=-1.0)
+        dv = v_minus_f2 * neg_beta2
+        grad_f = torch.mul(c_m, beta1).addcmul_(f, c_v * neg_beta2, value=-2.0)
+        grad_h, grad_net = self.net.vjp(saved, grad_f)
+        if neg_xi is not None:
+            grad_h = grad_h.addcmul_(c_m, neg_xi)
+        c_h_scaled = c_h * inv_scale
+        d_act = (c_h_scaled * gate_m).mul_(inv_scale.square()).mul_(-0.5)  # d/d act(v)
+        grad_m = (c_h_scaled if self.gate is None else self._gate_backward(c_h_scaled, m, gate_m)).sub_(c_m * beta1)
+        if self.v_act is not None:
+            d_act = self._v_backward(d_act, v, act_v)
+        grad_v = d_act.addcmul_(c_v, neg_beta2)
+        grad_coef = (dot(c_m, f_minus_m) if beta1.requires_grad else None,
+                     dot(c_v, v_minus_f2) if neg_beta2.requires_grad else None,
+                     dot(c_m, h) if neg_xi is not None and neg_xi.requires_grad else None)
+        return (dh, dm, dv), (grad_h, grad_m, grad_v), grad_net, grad_coef
+
+    def vjp_supported(self) -> bool:
+        return (super().vjp_supported() and (self.gate is None or self._gate_backward is not None)
+                and (self.v_act is None or self._v_backward is not None))
 
 
 ADAMNODE_SPEC = ModelSpec(

@@ -35,7 +35,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ._base import ActivationSpec, ModelSpec, State, VectorField, register_xi, resolve_activation
+from ._base import ActivationSpec, ModelSpec, State, VectorField, dot, register_xi, resolve_activation
+from ._derivatives import activation_backward
 from .networks import InitialVelocity
 
 __all__ = ["NesterovField", "nesterov_k", "nesterov_r", "nesterov_dr", "NESTEROVNODE_SPEC", "GNESTEROVNODE_SPEC"]
@@ -85,6 +86,7 @@ class NesterovField(VectorField):
         self.k_gate = resolve_activation(k_activation, "k_activation")
         self._k_gate_float = _float_gate(self.k_gate)  # sigma1 on Python floats, None if unknown (`_clock`)
         self.f_gate = resolve_activation(f_activation, "f_activation")
+        self._gate_backward, self._f_backward = activation_backward(self.gate), activation_backward(self.f_gate)
         self.sign, self.p = int(sign), float(p)
         register_xi(self, xi, xi_logit)
 
@@ -133,6 +135,37 @@ class NesterovField(VectorField):
         if xi is not None:
             dm = dm.addcmul_(h, xi)
         return (m if self.gate is None else self.gate(m)), dm.neg_()
+
+    def rhs_vjp(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], coef: tuple,
+                cotangent: tuple[torch.Tensor, torch.Tensor]) -> tuple[tuple, tuple, list, tuple]:
+        """Paper system only. With h = k x, g = (sign sigma3'(f) c_m) . df/dh: c_x' = k (g - xi c_m),
+        c_m' = sigma2'(m) c_x - c_m, d/dxi = -<c_m, h>."""
+        (xi,) = coef
+        x, m = state
+        c_x, c_m = cotangent
+        k, _ = self._clock(t)
+        h = x * k
+        f, saved = self.net.forward_saved(t, h)
+        gated_f = f if self.f_gate is None else self.f_gate(f)
+        dm = torch.add(m, gated_f, alpha=-self.sign)
+        if xi is not None:
+            dm = dm.addcmul_(h, xi)
+        grad_f = c_m if self.sign == 1 else -c_m
+        if self.f_gate is not None:
+            grad_f = self._f_backward(grad_f, f, gated_f)
+        grad_h, grad_net = self.net.vjp(saved, grad_f)
+        if xi is not None:
+            grad_h = grad_h.addcmul_(c_m, xi, value=-1.0)
+        gate_m = m if self.gate is None else self.gate(m)
+        grad_m = (c_x if self.gate is None else self._gate_backward(c_x, m, gate_m)) - c_m
+        grad_xi = -dot(c_m, h) if xi is not None and xi.requires_grad else None
+        return (gate_m, dm.neg_()), (grad_h.mul_(k), grad_m), grad_net, (grad_xi,)
+
+    def vjp_supported(self) -> bool:
+        """The paper system with known gates (official=True integrates through autograd)."""
+        return (super().vjp_supported() and not self.official
+                and all(g is None or b is not None for g, b in ((self.gate, self._gate_backward),
+                                                               (self.f_gate, self._f_backward))))
 
     def encode(self, variables: State, t: torch.Tensor) -> State:
         """Paper: x0 = h0 / sigma1(k(t0)), m0 as given (zeros if absent). Official: unchanged."""
