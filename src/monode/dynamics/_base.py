@@ -184,6 +184,7 @@ class BoundField(nn.Module):
         super().__init__()
         self.field = field
         self.coef = coef
+        self._gradient_scales: tuple[float, ...] | None = None
 
     def forward(self, t: torch.Tensor, state: State) -> State:
         return self.field.rhs(t, state, self.coef)
@@ -193,6 +194,26 @@ class BoundField(nn.Module):
 
     def vjp_supported(self) -> bool:
         return self.field.vjp_supported()
+
+    def gradient_scales(self) -> tuple[float, ...]:
+        """Per `adjoint_params()` tensor, |d tensor / d raw parameter|: 1 for the network's weights, and for
+        a coefficient (gamma = sigmoid(gamma~), ...) its derivative in the field's own scalar parameter.
+
+        The adjoint integrates coefficient gradients, while torchdiffeq (and the papers' code) integrates
+        the raw parameters' gradients, which are these factors smaller; the adjoint's error control uses
+        them so that both take the same steps. Computed once per bind (one small autograd call per
+        coefficient)."""
+        if self._gradient_scales is None:
+            own = [p for p in self.field._parameters.values() if p is not None and p.requires_grad]
+            scales = []
+            for p in self.adjoint_params():
+                if own and p.grad_fn is not None and any(p is c for c in self.coef):
+                    grads = torch.autograd.grad(p, own, allow_unused=True, retain_graph=True)
+                    scales.append(sum(float(g.abs().sum()) for g in grads if g is not None))
+                else:
+                    scales.append(1.0)
+            self._gradient_scales = tuple(scales)
+        return self._gradient_scales
 
     def vjp(self, t: torch.Tensor, state: State, cotangent: State) -> tuple[State, State, tuple[torch.Tensor, ...]]:
         """(F, c . dF/dstate, c . dF/dp for p in `adjoint_params()`) without autograd (`VectorField.rhs_vjp`)."""
@@ -228,6 +249,13 @@ class TimeScaledField(nn.Module):
     def adjoint_params(self) -> tuple[torch.Tensor, ...]:
         inner = self.field.adjoint_params() if hasattr(self.field, "adjoint_params") else tuple(self.field.parameters())
         return inner + ((self.scale,) if self.scale.requires_grad else ())
+
+    def gradient_scales(self) -> tuple[float, ...]:
+        """The inner field's `gradient_scales` (1 for each tensor if it has none), then 1 for the scale."""
+        inner = getattr(self.field, "gradient_scales", None)
+        n_scale = int(self.scale.requires_grad)
+        scales = tuple(inner()) if callable(inner) else (1.0,) * (len(self.adjoint_params()) - n_scale)
+        return scales + (1.0,) * n_scale
 
     def vjp_supported(self) -> bool:
         inner = getattr(self.field, "vjp_supported", None)

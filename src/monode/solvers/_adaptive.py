@@ -69,6 +69,7 @@ class AdaptiveRungeKutta:
         if not max_step > 0:
             raise ODEInputError(f"{self.name}: options['max_step'] must be > 0, got {max_step!r}")
         self.rtol, self.atol, self.norm = rtol, atol, norm
+        self.atol_per_component: torch.Tensor | None = None  # set by the adjoint (see `_adjoint_atol`)
         self.first_step, self.safety, self.ifactor, self.dfactor = first_step, safety, ifactor, dfactor
         self.max_step, self.max_num_steps = float(max_step), max_num_steps
         tab = self.tableau
@@ -78,7 +79,7 @@ class AdaptiveRungeKutta:
     def _initial_step(self, func: Callable, t0: float, y0: torch.Tensor, f0: torch.Tensor, direction: float) -> float:
         """Hairer, Norsett & Wanner, Solving ODEs I, II.4 (as torchdiffeq). Costs one evaluation."""
         with torch.no_grad():
-            scale = torch.abs(y0).mul_(self.rtol).add_(self.atol)
+            scale = torch.abs(y0).mul_(self.rtol).add_(self._atol())
             d0 = float(self.norm(y0 / scale))
             d1 = float(self.norm(f0 / scale))
         if not (math.isfinite(d0) and math.isfinite(d1)):
@@ -96,6 +97,9 @@ class AdaptiveRungeKutta:
         else:
             h1 = (0.01 / max(d1, d2)) ** (1.0 / self.tableau.order)
         return min(100 * h0, h1)
+
+    def _atol(self) -> torch.Tensor | float:
+        return self.atol if self.atol_per_component is None else self.atol_per_component
 
     def _next_step(self, dt: float, ratio: float) -> float:
         if ratio == 0.0:
@@ -117,7 +121,7 @@ class AdaptiveRungeKutta:
         y1 = y_stage if self._last_stage_is_solution else _combine(y, ks, tab.b, dt)
         with torch.no_grad():
             err = _combine(torch.zeros_like(y), ks, tab.b_error, dt)
-            tol = torch.maximum(y.abs(), y1.abs()).mul_(self.rtol).add_(self.atol)
+            tol = torch.maximum(y.abs(), y1.abs()).mul_(self.rtol).add_(self._atol())
             ratio = float(self.norm(err.div_(tol)))  # NaN if any stage is NaN/Inf (tol holds |y1|)
         return y1, ks, ratio
 

@@ -1,6 +1,7 @@
 """The public entry points: `odeint` (backprop through the solver) and `odeint_adjoint`."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -68,6 +69,36 @@ def _closed_form_vjp(func: Any, params: tuple[torch.Tensor, ...]) -> tuple[Calla
     if None in selected:
         return None
     return func.vjp, selected  # type: ignore[return-value]
+
+
+def _gradient_scales(func: Any, params: tuple[torch.Tensor, ...]) -> Callable[[], list[float]] | None:
+    """A lazy `func.gradient_scales()` restricted to the differentiated `params`, or None if func has none."""
+    scales_of = getattr(func, "gradient_scales", None)
+    if not (callable(scales_of) and callable(getattr(func, "adjoint_params", None))):
+        return None
+    index = {id(p): i for i, p in enumerate(func.adjoint_params())}
+    selected = [index.get(id(p)) for p in params]
+
+    def restricted() -> list[float]:
+        scales = scales_of()
+        return [1.0 if i is None else scales[i] for i in selected]
+    return restricted
+
+
+def _adjoint_atol(atol: float, n: int, numels: list[int], scales: list[float], like: torch.Tensor
+                  ) -> torch.Tensor | None:
+    """Per-component atol of the adjoint state [y, a, g]: atol / scale on a parameter gradient whose values
+    are `scale` times the raw parameter's (so err / (atol / s + rtol |g|) = the raw gradient's error ratio);
+    None when every scale is 1."""
+    if all(s == 1.0 for s in scales):
+        return None
+    out = torch.full((2 * n + sum(numels),), atol, dtype=like.dtype, device=like.device)
+    offset = 2 * n
+    for k, s in zip(numels, scales):
+        if s != 1.0:
+            out[offset:offset + k] = atol / s if s > 0 else math.inf
+        offset += k
+    return out
 
 
 def odeint(func: Func, y0: Any, t: Any, *, rtol: float = 1e-7, atol: float = 1e-9,
@@ -163,6 +194,8 @@ class _AdjointSolve(torch.autograd.Function):
         else:
             augmented = _closed_form_dynamics(prob, *closed_form, n)
         solver = spec["adjoint_solver"](n, numels)
+        if spec["gradient_scales"] is not None and isinstance(solver, AdaptiveRungeKutta):
+            solver.atol_per_component = _adjoint_atol(solver.atol, n, numels, spec["gradient_scales"](), sol)
         adj = grad_sol[-1].reshape(-1)
         grads = torch.zeros(sum(numels), dtype=sol.dtype, device=sol.device)
         nfe = steps = rejected = 0
@@ -243,6 +276,7 @@ def odeint_adjoint(func: Func, y0: Any, t: Any, *, rtol: float = 1e-7, atol: flo
             raise ODEInputError(f"adjoint_options['norm'] must be 'seminorm', 'mixed' or callable, got {adjoint_norm!r}")
         return _make_solver(adjoint_method, adjoint_options, adjoint_rtol, adjoint_atol, norm, what="adjoint_method")
 
-    spec = dict(solver=solver, problem=prob, adjoint_solver=adjoint_solver, vjp=_closed_form_vjp(func, params))
+    spec = dict(solver=solver, problem=prob, adjoint_solver=adjoint_solver, vjp=_closed_form_vjp(func, params),
+                gradient_scales=_gradient_scales(func, params) if isinstance(adjoint_norm, str) else None)
     sol = _AdjointSolve.apply(spec, prob.y0, *params)
     return prob.unflatten(sol)
