@@ -5,7 +5,8 @@ Per model: the bare network call f(t, h) vs the field call that a layer integrat
 (`field.bind()`: coefficients computed once per solve), forward alone and forward + backward
 (torch.autograd.grad of the output sum with respect to the state and the parameters). Times are
 medians over many interleaved rounds; ratios are field / bare per round, then the median. The
-budget is ratio <= 1.5. The named peer, "official-style HB", re-implements the released
+budget is ratio <= 1.5. "field vjp" is what monode's adjoint pays per backward evaluation instead: the
+field's value and closed-form VJP (`BoundField.vjp`, no autograd), against the same bare f+b. The named peer, "official-style HB", re-implements the released
 HeavyBallNODE wrapper as papers.md describes it: state [B, 2, H] split and re-concatenated on
 dim 1, sigmoid(gamma~) and the softplus(c~) h correction on every call, a Python nfe counter.
 
@@ -90,7 +91,7 @@ def _cases(device: torch.device):
         bare = _calls(field.net, t, f_in, [f_in, *net_params])
         wrt = (*s, *bound.adjoint_params())
         label = name + (" (official)" if options.get("official") else "")
-        yield label, bare, _calls(bound, t, s[0] if field.state_size == 1 else s, wrt)
+        yield label, bare, _calls(bound, t, s[0] if field.state_size == 1 else s, wrt), _closed_form(bound, t, s)
 
     t = torch.tensor(0.5, device=device)
     peer = OfficialStyleHeavyBall(_walker_net()).to(device)
@@ -98,7 +99,22 @@ def _cases(device: torch.device):
     h = torch.randn(BATCH, 1, HIDDEN, device=device).requires_grad_()
     params = [p for p in peer.parameters() if p.requires_grad]
     net_params = list(peer.df.parameters())
-    yield "official-style HB", _calls(peer.df, t, h, [h, *net_params]), _calls(peer, t, x, [x, *params])
+    yield "official-style HB", _calls(peer.df, t, h, [h, *net_params]), _calls(peer, t, x, [x, *params]), None
+
+
+def _closed_form(bound, t: torch.Tensor, state: tuple[torch.Tensor, ...]) -> Callable | None:
+    """The field's value and VJP as monode's adjoint computes them (`BoundField.vjp`, no autograd), or None."""
+    if not bound.vjp_supported():
+        return None
+    plain = tuple(p.detach() for p in state)
+    ones = tuple(torch.ones_like(p) for p in plain)
+    if len(plain) == 1:
+        plain, ones = plain[0], ones[0]
+
+    def call():
+        with torch.no_grad():
+            return bound.vjp(t, plain, ones)
+    return call
 
 
 def _time(fn: Callable, inner: int, sync: Callable[[], None]) -> float:
@@ -138,12 +154,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nbatch {BATCH}, hidden {HIDDEN}, Walker f (3-layer tanh MLP), {device}, "
               f"{torch.get_num_threads()} thread(s); us per call, medians of {args.rounds} x {args.inner}")
         print(f"{'model':<24}{'bare fwd':>9}{'field fwd':>10}{'ratio':>7}   "
-              f"{'bare f+b':>9}{'field f+b':>10}{'ratio':>7}")
-        for label, bare, field in _cases(device):
+              f"{'bare f+b':>9}{'field f+b':>10}{'ratio':>7}   {'field vjp':>10}{'ratio':>7}")
+        for label, bare, field, closed_form in _cases(device):
             fb, ff, fr = _measure(bare[0], field[0], args.rounds, args.inner, sync)
             bb, bf, br = _measure(bare[1], field[1], args.rounds, args.inner, sync)
+            vjp = "" if closed_form is None else "{1:>10.1f}{2:>7.2f}".format(
+                *_measure(bare[1], closed_form, args.rounds, args.inner, sync))
             flag = "" if max(fr, br) <= 1.5 else "  > 1.5"
-            print(f"{label:<24}{fb:>9.1f}{ff:>10.1f}{fr:>7.2f}   {bb:>9.1f}{bf:>10.1f}{br:>7.2f}{flag}")
+            print(f"{label:<24}{fb:>9.1f}{ff:>10.1f}{fr:>7.2f}   {bb:>9.1f}{bf:>10.1f}{br:>7.2f}   {vjp:<17}{flag}")
     torch.set_num_threads(default_threads)
 
 
