@@ -16,7 +16,7 @@ from torch import nn
 
 from ._derivatives import activation_backward, activation_function
 
-__all__ = ["ConvField", "MLPField", "ZeroAugment", "InitialVelocity", "AdamInitialState", "ACTIVATIONS"]
+__all__ = ["mlp", "ConvField", "MLPField", "ZeroAugment", "InitialVelocity", "AdamInitialState", "ACTIVATIONS"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus,
                                            "sigmoid": nn.Sigmoid}
@@ -26,6 +26,18 @@ def _activation_module(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]()
+
+
+def mlp(sizes: Sequence[int], activation: str = "tanh") -> nn.Sequential:
+    """Linear layers through `sizes` (in, hidden..., out) with `activation` between them (none after the last)."""
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"sizes must hold >= 2 positive widths (in, ..., out), got {tuple(sizes)!r}")
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        if i:
+            layers.append(_activation_module(activation))
+        layers.append(nn.Linear(a, b))
+    return nn.Sequential(*layers)
 
 
 class ConvField(nn.Module):
@@ -77,34 +89,18 @@ class MLPField(nn.Module):
             widths = [hidden] * (depth - 1)
         else:
             widths = [int(w) for w in hidden]
-        sizes = [in_features + int(time)] + widths + [out_features]
-        if min(sizes) < 1:
-            raise ValueError(f"layer widths must be positive, got {sizes}")
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-            if i:
-                layers.append(_activation_module(activation))
-            layers.append(nn.Linear(a, b))
-        self.layers = nn.Sequential(*layers)
+        self.layers = mlp([in_features + int(time)] + widths + [out_features], activation)
         self.time = time
-        linears = [m for m in layers if isinstance(m, nn.Linear)]
-        acts = [m for m in layers if not isinstance(m, nn.Linear)]
-        self._linears = linears
+        acts = [m for m in self.layers if not isinstance(m, nn.Linear)]
+        self._linears = [m for m in self.layers if isinstance(m, nn.Linear)]
         self._act = activation_function(acts[0]) if acts else None
         self._act_backward = activation_backward(acts[0]) if acts else None
         self._fast = not acts or (self._act is not None and self._act_backward is not None)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.time:
-            x = torch.cat([x, t.to(x.dtype).expand(x.shape[0], 1)], 1)
         if not self._fast:
-            return self.layers(x)
-        last = len(self._linears) - 1
-        for i, lin in enumerate(self._linears):  # the Sequential's work without a module call per layer
-            x = F.linear(x, lin.weight, lin.bias)
-            if i < last:
-                x = self._act(x)
-        return x
+            return self.layers(torch.cat([x, t.to(x.dtype).expand(x.shape[0], 1)], 1) if self.time else x)
+        return self.forward_saved(t, x)[0]  # the Sequential's work without a module call per layer
 
     def vjp_supported(self) -> bool:
         """Whether `forward_saved`/`vjp` apply (known activation, no hooks replacing layers)."""

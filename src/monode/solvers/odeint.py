@@ -58,30 +58,33 @@ def _record_forward(stats: SolverStats, sol: torch.Tensor, backprop: bool) -> No
                                               steps=stats.forward_steps, rejected=stats.forward_rejected))
 
 
-def _closed_form_vjp(func: Any, params: tuple[torch.Tensor, ...]) -> tuple[Callable, list[int]] | None:
-    """(func.vjp, the index of each differentiated tensor among func.adjoint_params()) when func computes
-    its VJP in closed form (`BoundField.vjp`, `TimeScaledField.vjp`) for exactly these tensors; else None."""
+def _positions(func: Any, params: tuple[torch.Tensor, ...]) -> list[int | None] | None:
+    """The index of each differentiated tensor among func.adjoint_params() (None: not there), or None when
+    func has no adjoint_params."""
+    if not callable(getattr(func, "adjoint_params", None)):
+        return None
+    index = {id(p): i for i, p in enumerate(func.adjoint_params())}
+    return [index.get(id(p)) for p in params]
+
+
+def _closed_form_vjp(func: Any, positions: list[int | None] | None) -> tuple[Callable, list[int]] | None:
+    """(func.vjp, `positions`) when func computes its VJP in closed form (`BoundField.vjp`,
+    `TimeScaledField.vjp`) for every differentiated tensor; else None."""
     supported = getattr(func, "vjp_supported", None)
-    if not (callable(supported) and callable(getattr(func, "adjoint_params", None)) and supported()):
+    if positions is None or None in positions or not (callable(supported) and supported()):
         return None
-    index = {id(p): i for i, p in enumerate(func.adjoint_params())}
-    selected = [index.get(id(p)) for p in params]
-    if None in selected:
-        return None
-    return func.vjp, selected  # type: ignore[return-value]
+    return func.vjp, positions  # type: ignore[return-value]
 
 
-def _gradient_scales(func: Any, params: tuple[torch.Tensor, ...]) -> Callable[[], list[float]] | None:
-    """A lazy `func.gradient_scales()` restricted to the differentiated `params`, or None if func has none."""
+def _gradient_scales(func: Any, positions: list[int | None] | None) -> Callable[[], list[float]] | None:
+    """A lazy `func.gradient_scales()` restricted to the differentiated tensors, or None if func has none."""
     scales_of = getattr(func, "gradient_scales", None)
-    if not (callable(scales_of) and callable(getattr(func, "adjoint_params", None))):
+    if positions is None or not callable(scales_of):
         return None
-    index = {id(p): i for i, p in enumerate(func.adjoint_params())}
-    selected = [index.get(id(p)) for p in params]
 
     def restricted() -> list[float]:
         scales = scales_of()
-        return [1.0 if i is None else scales[i] for i in selected]
+        return [1.0 if i is None else scales[i] for i in positions]
     return restricted
 
 
@@ -276,7 +279,8 @@ def odeint_adjoint(func: Func, y0: Any, t: Any, *, rtol: float = 1e-7, atol: flo
             raise ODEInputError(f"adjoint_options['norm'] must be 'seminorm', 'mixed' or callable, got {adjoint_norm!r}")
         return _make_solver(adjoint_method, adjoint_options, adjoint_rtol, adjoint_atol, norm, what="adjoint_method")
 
-    spec = dict(solver=solver, problem=prob, adjoint_solver=adjoint_solver, vjp=_closed_form_vjp(func, params),
-                gradient_scales=_gradient_scales(func, params) if isinstance(adjoint_norm, str) else None)
+    positions = _positions(func, params)
+    spec = dict(solver=solver, problem=prob, adjoint_solver=adjoint_solver, vjp=_closed_form_vjp(func, positions),
+                gradient_scales=_gradient_scales(func, positions) if isinstance(adjoint_norm, str) else None)
     sol = _AdjointSolve.apply(spec, prob.y0, *params)
     return prob.unflatten(sol)

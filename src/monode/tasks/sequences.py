@@ -21,31 +21,17 @@ Solver settings are the caller's.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..dynamics import MLPField, State, build_model
+from ..dynamics.networks import mlp
 from ..layers import ODEBlock, ODERNN
 
 __all__ = ["SequenceSizes", "SequenceModel", "SequenceOutput", "build_sequence_model", "mlp",
            "shrink_parameters", "split_tensors"]
-
-
-def mlp(sizes: Sequence[int], activation: str = "tanh") -> nn.Sequential:
-    """Linear layers through `sizes` (in, hidden..., out) with `activation` between them (none after the last)."""
-    acts: dict[str, Callable[[], nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
-    if activation not in acts:
-        raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"sizes must hold >= 2 positive widths (in, ..., out), got {tuple(sizes)!r}")
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        if i:
-            layers.append(acts[activation]())
-        layers.append(nn.Linear(a, b))
-    return nn.Sequential(*layers)
 
 
 def _parts(variables: State) -> tuple[Tensor, ...]:
