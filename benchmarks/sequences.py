@@ -82,7 +82,8 @@ class OfficialStyleModel(nn.Module):
         self.cell.elem_t = elem_t.view(-1, 1, 1)
         state = field.encode(variables, times[0])
         stacked = state.unsqueeze(1) if field.state_size == 1 else torch.stack(state, 1)
-        options = {k: v for k, v in (rnn.options or {}).items() if k != "norm"}  # stacked: one RMS already
+        # stacked: one RMS already; compilation is monode's own
+        options = {k: v for k, v in (rnn.options or {}).items() if k not in ("norm", "compile")}
         return torchdiffeq.odeint_adjoint(self.cell, stacked, times, rtol=rnn.rtol, atol=rnn.atol, method="dopri5",
                                           options=options or None)
 
@@ -185,8 +186,8 @@ def _options(task_name: str, model: str, args: argparse.Namespace, epochs: int) 
     if args.seq_len is not None:
         overrides["seq_len"] = args.seq_len
     return RunOptions(model=model, preset="paper", epochs=epochs, batch_size=args.batch_size, rtol=args.rtol,
-                      atol=args.atol, subset=args.subset, max_batches=args.max_batches, device=args.device,
-                      progress=False, overrides=overrides)
+                      atol=args.atol, compile=args.compile, subset=args.subset, max_batches=args.max_batches,
+                      device=args.device, progress=False, overrides=overrides)
 
 
 def accuracy(task_name: str, models: list[str], args: argparse.Namespace, out: Path,
@@ -243,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq-len", type=int, help="window length (default: the paper's 64)")
     parser.add_argument("--rtol", type=float, help="default: the paper's 1e-7")
     parser.add_argument("--atol", type=float, help="default: the paper's 1e-7")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", default=True,
+                        help="solve eagerly (default: the paper preset's torch.compile of each solver step)")
     parser.add_argument("--repeat", type=int, default=3, help="timed iterations per model (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")

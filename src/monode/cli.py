@@ -19,6 +19,10 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--adjoint", dest="adjoint", action="store_true", default=None,
                    help="gradients by the adjoint method (the papers' setting)")
     g.add_argument("--no-adjoint", dest="adjoint", action="store_false", help="backpropagate through the solver")
+    g.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="torch.compile each solver step (one-time warm-up of seconds per model and shape, then "
+                        "several times faster for small states; default: task preset)")
+    g.add_argument("--no-compile", dest="compile", action="store_false", help="solve eagerly")
     g = p.add_argument_group("training")
     g.add_argument("--preset", default="quick",
                    help="'quick' (minutes on a CPU) or 'paper' (the papers' full protocol); default quick")
@@ -41,8 +45,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace, model: str) -> RunOptions:
     return RunOptions(model=model, method=args.method, rtol=args.rtol, atol=args.atol, step_size=args.step_size,
-                      adjoint=args.adjoint, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      data_dir=args.data_dir, subset=args.subset, preset=args.preset, seed=args.seed,
+                      adjoint=args.adjoint, compile=args.compile, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, data_dir=args.data_dir, subset=args.subset, preset=args.preset, seed=args.seed,
                       device=args.device, resume=args.resume, progress=args.progress, max_batches=args.max_batches,
                       overrides=dict(parse_override(text) for text in args.overrides))
 

@@ -24,7 +24,8 @@ without autograd, and decreasing time is integrated natively (no reversed-functi
 from __future__ import annotations
 
 import math
-from typing import Callable, ClassVar
+import warnings
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -42,13 +43,48 @@ the step shrinks by dfactor each time, 0.2^14 = 6e-10; or interleaved with accep
 short of where those trials ended)."""
 
 
-def _combine(base: torch.Tensor, ks: list[torch.Tensor], weights: tuple[float, ...], dt: float) -> torch.Tensor:
-    """base + dt * sum_j weights[j] ks[j], skipping zero weights (autograd-friendly, no copies of ks)."""
-    out = base
-    for w, k in zip(weights, ks):
-        if w != 0.0:
-            out = torch.add(out, k, alpha=w * dt)
+def _terms(weights: tuple[float, ...] | None) -> tuple[tuple[int, float], ...]:
+    """The (index, weight) pairs of the non-zero weights."""
+    return tuple((j, w) for j, w in enumerate(weights or ()) if w != 0.0)
+
+
+def _combine(base: torch.Tensor, ks: list[torch.Tensor], terms: tuple[tuple[int, float], ...], dt: float
+             ) -> torch.Tensor:
+    """base + dt * sum_j w_j ks[j] over `terms` (autograd-friendly: the first add makes a new tensor,
+    the rest accumulate into it in place)."""
+    if not terms:
+        return base
+    (j, w), *rest = terms
+    out = torch.add(base, ks[j], alpha=w * dt)
+    for j, w in rest:
+        out.add_(ks[j], alpha=w * dt)
     return out
+
+
+_COMPILED: dict[str, Callable] = {}
+_COMPILE_FAILED: set[str] = set()
+
+
+def _tensor_step(solver: "AdaptiveRungeKutta", *args: Any) -> Any:
+    return solver._tensor_step(*args)
+
+
+def _compiled(options: bool | dict) -> Callable | None:
+    """torch.compile of `_tensor_step` for these compile options, or None if compiling them failed before.
+
+    One compiled function per options, shared by all solvers: a new solve of the same structure (the next
+    ODE-RNN gap, the next batch) reuses its graph, since the guards look at types, shapes and constants,
+    not at object identity. The recompile limit is raised so that several models, shapes and the adjoint's
+    dynamics in one process each keep a graph."""
+    key = repr(options)
+    if key in _COMPILE_FAILED:
+        return None
+    if key not in _COMPILED:
+        import torch._dynamo
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        kwargs = options if isinstance(options, dict) else {}
+        _COMPILED[key] = torch.compile(_tensor_step, **{"dynamic": False, **kwargs})
+    return _COMPILED[key]
 
 
 class AdaptiveRungeKutta:
@@ -57,11 +93,12 @@ class AdaptiveRungeKutta:
     name: ClassVar[str]
     tableau: ClassVar[ButcherTableau]
     options: ClassVar[tuple[str, ...]] = ("first_step", "safety", "ifactor", "dfactor", "max_step",
-                                          "max_num_steps", "norm")
+                                          "max_num_steps", "norm", "compile")
 
     def __init__(self, rtol: float, atol: float, norm: Norm, first_step: float | None = None,
                  safety: float = 0.9, ifactor: float = 10.0, dfactor: float = 0.2,
-                 max_step: float = math.inf, max_num_steps: int = DEFAULT_MAX_NUM_STEPS) -> None:
+                 max_step: float = math.inf, max_num_steps: int = DEFAULT_MAX_NUM_STEPS,
+                 compile: bool | dict = False) -> None:
         if first_step is not None and not (isinstance(first_step, (int, float)) and first_step > 0):
             raise ODEInputError(f"{self.name}: options['first_step'] must be a float > 0, got {first_step!r}")
         if not (isinstance(max_num_steps, int) and max_num_steps > 0):
@@ -72,8 +109,16 @@ class AdaptiveRungeKutta:
         self.atol_per_component: torch.Tensor | None = None  # set by the adjoint (see `_adjoint_atol`)
         self.first_step, self.safety, self.ifactor, self.dfactor = first_step, safety, ifactor, dfactor
         self.max_step, self.max_num_steps = float(max_step), max_num_steps
+        if not isinstance(compile, (bool, dict)):
+            raise ODEInputError(f"{self.name}: options['compile'] must be a bool or a dict of torch.compile "
+                                f"arguments, got {compile!r}")
+        self.compile = compile
         tab = self.tableau
         self._last_stage_is_solution = tab.fsal and tab.a[-1] == tab.b[: len(tab.a[-1])]
+        self._stage_terms = tuple(_terms(row) for row in tab.a)
+        self._solution_terms, self._error_terms = _terms(tab.b), _terms(tab.b_error)
+        # the final slope f1 is the last stage for first-same-as-last tableaus whose last node is 1
+        self._f1_is_last_stage = tab.fsal and tab.c[-1] == 1.0 and self._last_stage_is_solution
 
     # -- step-size control -------------------------------------------------------------------
     def _initial_step(self, func: Callable, t0: float, y0: torch.Tensor, f0: torch.Tensor, direction: float) -> float:
@@ -112,18 +157,59 @@ class AdaptiveRungeKutta:
     def _rk_step(self, func: Callable, t: float, dt: float, y: torch.Tensor, f0: torch.Tensor
                  ) -> tuple[torch.Tensor, list[torch.Tensor], float]:
         tab = self.tableau
-        times = time_tensor([t + c * dt for c in tab.c], y)
+        times = time_tensor([t + c * dt for c in tab.c], y).unbind()  # one op for all stage times
         ks = [f0]
         y_stage = y
         for j in range(1, tab.stages):
-            y_stage = _combine(y, ks, tab.a[j], dt)
+            y_stage = _combine(y, ks, self._stage_terms[j], dt)
             ks.append(func(times[j], y_stage))
-        y1 = y_stage if self._last_stage_is_solution else _combine(y, ks, tab.b, dt)
+        y1 = y_stage if self._last_stage_is_solution else _combine(y, ks, self._solution_terms, dt)
         with torch.no_grad():
-            err = _combine(torch.zeros_like(y), ks, tab.b_error, dt)
+            (j, w), *rest = self._error_terms
+            err = torch.mul(ks[j], w * dt)
+            for j, w in rest:
+                err.add_(ks[j], alpha=w * dt)
             tol = torch.maximum(y.abs(), y1.abs()).mul_(self.rtol).add_(self._atol())
             ratio = float(self.norm(err.div_(tol)))  # NaN if any stage is NaN/Inf (tol holds |y1|)
         return y1, ks, ratio
+
+    def _tensor_step(self, func: Callable, y: torch.Tensor, f0: torch.Tensor, t: torch.Tensor, dt: torch.Tensor,
+                     atol: torch.Tensor | float) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """`_rk_step` with t, dt as 0-d tensors and the ratio left on the device: what `compile` traces
+        (one graph per step: every stage, the field calls and the error norm, fused by the compiler)."""
+        tab = self.tableau
+        ks = [f0]
+        y_stage = y
+        for j in range(1, tab.stages):
+            y_stage = y
+            for i, w in self._stage_terms[j]:
+                y_stage = y_stage + (w * dt) * ks[i]
+            ks.append(func(t + tab.c[j] * dt, y_stage))
+        y1 = y_stage
+        if not self._last_stage_is_solution:
+            for i, w in self._solution_terms:
+                y1 = y1 + (w * dt) * ks[i]
+        wide = torch.float64 if y.device.type != "mps" else y.dtype  # the stages summed without rounding
+        err = sum((w * dt.to(wide)) * ks[i].to(wide) for i, w in self._error_terms)
+        tol = torch.maximum(y.abs(), y1.abs()).to(wide) * self.rtol + atol
+        return y1, ks, self.norm(err / tol)
+
+    def _compiled_rk_step(self, func: Callable, t: float, dt: float, y: torch.Tensor, f0: torch.Tensor
+                          ) -> tuple[torch.Tensor, list[torch.Tensor], float]:
+        """`_rk_step` through the compiled `_tensor_step`; falls back to eager (with a warning, once per
+        options) if torch.compile fails, e.g. without a C++ compiler."""
+        compiled = _compiled(self.compile)
+        if compiled is None:
+            return self._rk_step(func, t, dt, y, f0)
+        times = time_tensor([t, dt], y)
+        try:
+            y1, ks, ratio = compiled(self, func, y, f0, times[0], times[1], self._atol())
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager step gives the same result
+            _COMPILE_FAILED.add(repr(self.compile))
+            warnings.warn(f"{self.name}: options['compile'] failed ({type(exc).__name__}: {exc}); "
+                          f"solving without compilation", RuntimeWarning, stacklevel=2)
+            return self._rk_step(func, t, dt, y, f0)
+        return y1, ks, float(ratio)
 
     # -- non-finite values -----------------------------------------------------------------------
     def _error_at(self, t: float, y: torch.Tensor, f: torch.Tensor) -> NonFiniteStateError:
@@ -159,18 +245,32 @@ class AdaptiveRungeKutta:
 
     def _dense(self, t0: float, dt: float, y0: torch.Tensor, y1: torch.Tensor, ks: list[torch.Tensor],
                f1: torch.Tensor, t: float) -> torch.Tensor:
-        """The dense-output polynomial of the step [t0, t0 + dt] evaluated at t."""
+        """The dense-output polynomial of the step [t0, t0 + dt] evaluated at t, as one linear combination
+        of y0, y1 and the stages (a handful of fused ops instead of forming its coefficients)."""
         x = (t - t0) / dt
-        f0 = ks[0]
-        if self.tableau.c_mid is not None:  # quartic through y0, y_mid, y1 with slopes f0, f1
-            y_mid = _combine(y0, ks, self.tableau.c_mid, dt)
-            a = 2 * dt * (f1 - f0) - 8 * (y1 + y0) + 16 * y_mid
-            b = dt * (5 * f0 - 3 * f1) + 18 * y0 + 14 * y1 - 32 * y_mid
-            c = dt * (f1 - 4 * f0) - 11 * y0 - 5 * y1 + 16 * y_mid
-            return y0 + x * (dt * f0 + x * (c + x * (b + x * a)))
-        h00, h10 = (1 + 2 * x) * (1 - x) ** 2, x * (1 - x) ** 2  # cubic Hermite
-        h01, h11 = x * x * (3 - 2 * x), x * x * (x - 1)
-        return h00 * y0 + (h10 * dt) * f0 + h01 * y1 + (h11 * dt) * f1
+        x2, x3, x4 = x * x, x ** 3, x ** 4
+        c_mid = self.tableau.c_mid
+        if c_mid is not None:  # quartic through y0, y_mid = y0 + dt sum c_mid_j k_j, y1 with slopes f0, f1
+            w_mid = 16 * x2 - 32 * x3 + 16 * x4
+            w_y0 = 1 - 11 * x2 + 18 * x3 - 8 * x4 + w_mid
+            w_y1 = -5 * x2 + 14 * x3 - 8 * x4
+            w_f0, w_f1 = x - 4 * x2 + 5 * x3 - 2 * x4, x2 - 3 * x3 + 2 * x4
+            weights = [w_mid * c for c in c_mid]
+        else:  # cubic Hermite
+            w_y0, w_y1 = 1 - 3 * x2 + 2 * x3, 3 * x2 - 2 * x3
+            w_f0, w_f1 = x - 2 * x2 + x3, x3 - x2
+            weights = [0.0] * len(ks)
+        weights[0] += w_f0
+        if self._f1_is_last_stage and f1 is ks[-1]:
+            weights[-1] += w_f1
+            w_f1 = 0.0
+        out = torch.mul(y0, w_y0).add_(y1, alpha=w_y1)
+        for k, w in zip(ks, weights):
+            if w != 0.0:
+                out.add_(k, alpha=w * dt)
+        if w_f1 != 0.0:
+            out.add_(f1, alpha=w_f1 * dt)
+        return out
 
     # -- the loop ------------------------------------------------------------------------------
     def integrate(self, func: Callable, y0: torch.Tensor, times: list[float]) -> tuple[torch.Tensor, SolverStats]:
@@ -190,6 +290,7 @@ class AdaptiveRungeKutta:
             dt = self.first_step
         dt = direction * min(dt, self.max_step)
         new_nfe = self.tableau.stages - 1 if self.tableau.fsal else self.tableau.stages
+        step = self._compiled_rk_step if self.compile else self._rk_step
         last: tuple[float, float, torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor] | None = None
         attempts = rejected = 0
         # trial steps with NaN/Inf values since the solve last got past `blocked`, the nearest end of those
@@ -209,7 +310,7 @@ class AdaptiveRungeKutta:
                         f"{self.name}: step size underflow at t={t:.6g} (dt={dt:.3g}) with rtol={self.rtol:g}, "
                         f"atol={self.atol:g}; the field may be non-smooth or stiff: loosen the tolerances or use "
                         f"a fixed-step method")
-                y1, ks, ratio = self._rk_step(func, t, dt, y, f)
+                y1, ks, ratio = step(func, t, dt, y, f)
                 attempts += 1
                 nfe += new_nfe
                 if ratio <= 1.0:

@@ -177,7 +177,11 @@ def segment_rms_max(x: torch.Tensor, segments: Sequence[tuple[int, int]] | None)
         if len(set(sizes)) == 1:
             return (torch.linalg.vector_norm(x.view(len(segments), sizes[0]), dim=1) / math.sqrt(sizes[0])).max()
         norms = torch.stack(torch._foreach_norm(list(x.split_with_sizes(sizes))))
-        return (norms * _inverse_sqrt_sizes(tuple(sizes), norms.dtype, norms.device)).max()
+        if torch.compiler.is_compiling():  # a constant of the traced graph (the cache is eager-only)
+            inverse = torch.tensor([1 / math.sqrt(n) for n in sizes], dtype=norms.dtype, device=norms.device)
+        else:
+            inverse = _inverse_sqrt_sizes(tuple(sizes), norms.dtype, norms.device)
+        return (norms * inverse).max()
     return torch.stack([torch.linalg.vector_norm(x[a:b]) / math.sqrt(max(b - a, 1)) for a, b in segments]).max()
 
 

@@ -21,6 +21,7 @@ class RunOptions:
     atol: float | None = None
     step_size: float | None = None
     adjoint: bool | None = None
+    compile: bool | None = None
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -34,8 +35,14 @@ class RunOptions:
     max_batches: int | None = None
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # task-specific preset keys (--set)
 
-    def solver_options(self) -> dict | None:
-        return None if self.step_size is None else dict(step_size=self.step_size)
+    def solver_options(self, settings: dict[str, Any] | None = None) -> dict | None:
+        """Solver options from --step-size and --compile; `compile` defaults to the task settings' (if any)."""
+        options: dict[str, Any] = {}
+        if self.step_size is not None:
+            options["step_size"] = self.step_size
+        if (settings or {}).get("compile", self.compile):
+            options["compile"] = True
+        return options or None
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -73,11 +73,11 @@ class PlaneVibration(BenchmarkTask):
         # Adam {0: 1e-3, 50: 1e-4}, clip 1, pre_shrink 0.01, evaluation every epoch
         "paper": dict(epochs=500, lr=1e-3, lr_milestones={0: 1e-3, 50: 1e-4}, batch_size=64, method="dopri5",
                       rtol=1e-7, atol=1e-7, adjoint=True, grad_clip=1.0, pre_shrink=0.01, recon_weight=0.1,
-                      eval_split="test", seq_len=64, max_batches=None),
+                      eval_split="test", seq_len=64, max_batches=None, compile=True),
         # minutes on a CPU: looser tolerance (1e-4), 4 of the 8 batches per epoch, constant lr
         "quick": dict(epochs=8, lr=1e-3, lr_milestones=None, batch_size=64, method="dopri5", rtol=1e-4,
                       atol=1e-4, adjoint=True, grad_clip=1.0, pre_shrink=0.01, recon_weight=0.1,
-                      eval_split="test", seq_len=64, max_batches=4),
+                      eval_split="test", seq_len=64, max_batches=4, compile=False),
     }
 
     def build(self, opts: RunOptions, s: dict[str, Any]) -> ScoredTask:
@@ -87,7 +87,7 @@ class PlaneVibration(BenchmarkTask):
         train = split_tensors(splits, "train", keys, opts.subset)
         evaluation = split_tensors(splits, s["eval_split"], keys)
         model = build_pv_model(opts.model, seq_len=seq_len, pre_shrink=float(s["pre_shrink"]), method=s["method"],
-                               rtol=s["rtol"], atol=s["atol"], options=opts.solver_options(), adjoint=s["adjoint"])
+                               rtol=s["rtol"], atol=s["atol"], options=opts.solver_options(s), adjoint=s["adjoint"])
         return ScoredTask(model, train, evaluation, pv_score(float(s["recon_weight"])))
 
 

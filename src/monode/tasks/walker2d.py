@@ -72,11 +72,11 @@ class Walker2D(BenchmarkTask):
         # test every 20 epochs; lr_milestones None = the model's official schedule (LR_SCHEDULES)
         "paper": dict(epochs=500, lr=1e-3, lr_milestones=None, batch_size=256, method="dopri5", rtol=1e-7,
                       atol=1e-7, adjoint=True, grad_clip=1.0, eval_every=20, eval_split="test", f_depth=1,
-                      seq_len=64, max_batches=None),
+                      seq_len=64, max_batches=None, compile=True),
         # minutes on a CPU: looser tolerance (1e-4), 8 batches of 64 per epoch, constant lr
         "quick": dict(epochs=5, lr=3e-3, lr_milestones=None, batch_size=64, method="dopri5", rtol=1e-4,
                       atol=1e-4, adjoint=True, grad_clip=1.0, eval_every=1, eval_split="test", f_depth=1,
-                      seq_len=64, max_batches=8),
+                      seq_len=64, max_batches=8, compile=False),
     }
 
     def settings(self, opts: RunOptions) -> dict[str, Any]:
@@ -94,7 +94,7 @@ class Walker2D(BenchmarkTask):
         train = split_tensors(splits, "train", keys, opts.subset)
         evaluation = split_tensors(splits, s["eval_split"], keys)
         model = build_walker_model(opts.model, f_depth=int(s["f_depth"]), seq_len=seq_len, method=s["method"],
-                                   rtol=s["rtol"], atol=s["atol"], options=opts.solver_options(), adjoint=s["adjoint"])
+                                   rtol=s["rtol"], atol=s["atol"], options=opts.solver_options(s), adjoint=s["adjoint"])
         return ScoredTask(model, train, evaluation, _score)
 
 
