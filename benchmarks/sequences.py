@@ -17,6 +17,14 @@ sides must agree (|loss diff| column). The issue's official timings (2.2 s / 1.3
 NODE at batch 256, 2.75 s / 1.45 s PV at batch 64) are printed for reference; the target is
 peer / monode >= 5.
 
+The peer keeps the released code's stateful gap (papers.md §10 item 7): `elem_t` holds the last solve's
+gaps when the backward passes run, so its backward solves integrate the wrong dynamics (fewer backward
+NFE on PV than a correct adjoint needs, and wrong gradients). A second, gap-fixed peer (`GapBoundCell`)
+is run once per model: its backward NFE and the largest gradient difference to monode (relative to
+the largest gradient) are the last columns; that is the correctness check of monode's gradients.
+monode runs the paper preset as is, which compiles each solver step (`--no-compile`: eager); the first
+(warm-up) iteration, which compiles, is not timed.
+
     python benchmarks/sequences.py --task walker2d --epochs 5                  # the real measurement
     python benchmarks/sequences.py --task both --epochs 1 --max-batches 2 --batch-size 16 --models hbnode,node
 """
@@ -68,13 +76,31 @@ class OfficialStyleCell(nn.Module):
         return self.elem_t * (out.unsqueeze(1) if k == 1 else torch.stack(out, 1))
 
 
-class OfficialStyleModel(nn.Module):
-    """A monode `SequenceModel` (deep-copied: same weights) run the released code's way (module docstring)."""
+class GapBoundCell(nn.Module):
+    """The cell with the gap of one solve bound to it: the released code's `elem_t` attribute holds the
+    gap of the *last* solve when the adjoint's backward passes run (papers.md §10, item 7), so every
+    backward solve integrates the last gap's dynamics. Re-setting it before each call fixes that."""
 
-    def __init__(self, model: SequenceModel) -> None:
+    def __init__(self, cell: OfficialStyleCell, elem_t: Tensor) -> None:
+        super().__init__()
+        self.cell, self.elem_t = cell, elem_t
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        self.cell.elem_t = self.elem_t
+        return self.cell(t, x)
+
+
+class OfficialStyleModel(nn.Module):
+    """A monode `SequenceModel` (deep-copied: same weights) run the released code's way (module docstring).
+
+    fix_gap=True binds each solve's gap to it (`GapBoundCell`): the same cost per call, but correct
+    gradients, which must then equal monode's."""
+
+    def __init__(self, model: SequenceModel, fix_gap: bool = False) -> None:
         super().__init__()
         self.model = copy.deepcopy(model)
         self.cell = OfficialStyleCell(self.model.rnn.field)
+        self.fix_gap = fix_gap
 
     def _solve(self, variables: State, elem_t: Tensor, times: Tensor) -> Tensor:
         """The stacked solution [len(times), B, k, H]; the solver options (NesterovNODE's step cap) are monode's."""
@@ -84,8 +110,9 @@ class OfficialStyleModel(nn.Module):
         stacked = state.unsqueeze(1) if field.state_size == 1 else torch.stack(state, 1)
         # stacked: one RMS already; compilation is monode's own
         options = {k: v for k, v in (rnn.options or {}).items() if k not in ("norm", "compile")}
-        return torchdiffeq.odeint_adjoint(self.cell, stacked, times, rtol=rnn.rtol, atol=rnn.atol, method="dopri5",
-                                          options=options or None)
+        func = GapBoundCell(self.cell, self.cell.elem_t) if self.fix_gap else self.cell
+        return torchdiffeq.odeint_adjoint(func, stacked, times, rtol=rnn.rtol, atol=rnn.atol, method="dopri5",
+                                          options=options or None, adjoint_params=tuple(self.cell.parameters()))
 
     def _decode(self, state: Tensor, t: Tensor) -> State:
         field = self.model.rnn.field
@@ -144,6 +171,21 @@ def _peer_pass(task: Any, peer: OfficialStyleModel, batch: tuple[Tensor, ...]) -
     return loss.detach().item(), forward, peer.cell.nfe - forward
 
 
+def _gradients(module: nn.Module) -> dict[str, Tensor]:
+    return {name: p.grad.detach().clone() for name, p in module.named_parameters() if p.grad is not None}
+
+
+def _gradient_difference(task: Any, model: SequenceModel, peer: OfficialStyleModel,
+                         batch: tuple[Tensor, ...]) -> float:
+    """max |g_monode - g_peer| / max |g_peer| over the parameters, after one backward pass of each."""
+    model.zero_grad(set_to_none=True)
+    task.loss(model, batch)[0].backward()
+    ours = _gradients(model)
+    theirs = {name.removeprefix("model."): g for name, g in _gradients(peer).items()}
+    scale = max(float(g.abs().max()) for g in theirs.values())
+    return max(float((ours[name] - g).abs().max()) for name, g in theirs.items()) / scale
+
+
 def speed(task_name: str, models: list[str], args: argparse.Namespace,
           peer_models: set[str]) -> dict[str, tuple[float, int]]:
     """Time one iteration per model (monode, and the peer for `peer_models`); print the table.
@@ -159,25 +201,31 @@ def speed(task_name: str, models: list[str], args: argparse.Namespace,
         built = task.build(opts, settings)
         batch = tuple(t[:settings["batch_size"]].to(device) for t in built.train_data)
         model = built.model.to(device)
-        peer = OfficialStyleModel(model) if name in peer_models else None  # same weights, copied before any step
+        # same weights, copied before any step
+        peer = OfficialStyleModel(model) if name in peer_models else None
+        fixed = OfficialStyleModel(model, fix_gap=True) if name in peer_models else None
         monode_step = _training_step(built, model, batch, sync)
         with record_stats() as stats:
             loss = monode_step()
         monode_seconds = median_time(monode_step, repeat=args.repeat, warmup=args.warmup)
         seconds[name] = (monode_seconds, math.ceil(len(built.train_data[0]) / settings["batch_size"]))
         row = [name, len(batch[0]), monode_seconds, stats.forward_nfe, stats.backward_nfe]
-        if peer is None:
-            row += ["", "", "", "", ""]
+        if peer is None or fixed is None:
+            row += ["", "", "", "", "", "", ""]
         else:
             peer_loss, peer_forward, peer_backward = _peer_pass(built, peer, batch)
+            _, _, fixed_backward = _peer_pass(built, fixed, batch)
+            gradient_difference = _gradient_difference(built, model, fixed, batch)
             peer_seconds = median_time(_training_step(built, peer, batch, sync), repeat=args.repeat,
                                        warmup=args.warmup)
-            row += [peer_seconds, peer_forward, peer_backward, peer_seconds / monode_seconds, abs(peer_loss - loss)]
+            row += [peer_seconds, peer_forward, peer_backward, peer_seconds / monode_seconds, abs(peer_loss - loss),
+                    fixed_backward, gradient_difference]
         rows.append(row + [OFFICIAL_SECONDS[task_name].get(name, "")])
     print(f"\n### {task_name}: one training iteration (s), {args.device}, {torch.get_num_threads()} thread(s), "
           f"median of {args.repeat}; peer = official-style (torchdiffeq {torchdiffeq.__version__} odeint_adjoint)")
     print_table(["model", "batch", "monode s/iter", "fwd NFE", "bwd NFE", "peer s/iter", "peer fwd NFE",
-                 "peer bwd NFE", "peer/monode", "|loss diff|", "issue's official s/iter"], rows)
+                 "peer bwd NFE", "peer/monode", "|loss diff|", "gap-fixed peer bwd NFE", "grad diff vs gap-fixed",
+                 "issue's official s/iter"], rows)
     return seconds
 
 
