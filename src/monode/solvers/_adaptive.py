@@ -61,29 +61,40 @@ def _combine(base: torch.Tensor, ks: list[torch.Tensor], terms: tuple[tuple[int,
     return out
 
 
-_COMPILED: dict[str, Callable] = {}
-_COMPILE_FAILED: set[str] = set()
-
-
 def _tensor_step(solver: "AdaptiveRungeKutta", *args: Any) -> Any:
     return solver._tensor_step(*args)
 
 
-def _compiled(options: bool | dict) -> Callable | None:
-    """torch.compile of `_tensor_step` for these compile options, or None if compiling them failed before.
+def _tensor_start(solver: "AdaptiveRungeKutta", *args: Any) -> Any:
+    return solver._tensor_start(*args)
 
-    One compiled function per options, shared by all solvers: a new solve of the same structure (the next
-    ODE-RNN gap, the next batch) reuses its graph, since the guards look at types, shapes and constants,
-    not at object identity. The recompile limit is raised so that several models, shapes and the adjoint's
+
+_TRACED = {"step": _tensor_step, "start": _tensor_start}
+_COMPILED: dict[tuple[str, str], Callable] = {}
+_COMPILE_FAILED: set[str] = set()
+
+
+def _compiled(kind: str, options: bool | dict, device: torch.device) -> Callable | None:
+    """torch.compile of `_tensor_step` or `_tensor_start` (`kind`) for these compile options, or None if
+    compiling with them failed before.
+
+    One compiled function per kind, options and device type, shared by all solvers: a new solve of the
+    same structure (the next ODE-RNN gap, the next batch) reuses its graph, since the guards look at types,
+    shapes and constants, not at object identity. compile=True means static shapes and, on CPU, inductor's
+    C++ wrapper (the Python wrapper's per-call cost is a large part of a small step); a dict is passed to
+    torch.compile as is. The recompile limit is raised so that several models, shapes and the adjoint's
     dynamics in one process each keep a graph."""
-    key = repr(options)
-    if key in _COMPILE_FAILED:
+    key = (kind, repr(options), device.type)
+    if key[1] in _COMPILE_FAILED:
         return None
     if key not in _COMPILED:
         import torch._dynamo
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        kwargs = options if isinstance(options, dict) else {}
-        _COMPILED[key] = torch.compile(_tensor_step, **{"dynamic": False, **kwargs})
+        if isinstance(options, dict):
+            kwargs = options
+        else:
+            kwargs = dict(dynamic=False, options=dict(cpp_wrapper=True) if device.type == "cpu" else None)
+        _COMPILED[key] = torch.compile(_TRACED[kind], **kwargs)
     return _COMPILED[key]
 
 
@@ -194,22 +205,59 @@ class AdaptiveRungeKutta:
         tol = torch.maximum(y.abs(), y1.abs()).to(wide) * self.rtol + atol
         return y1, ks, self.norm(err / tol)
 
-    def _compiled_rk_step(self, func: Callable, t: float, dt: float, y: torch.Tensor, f0: torch.Tensor
-                          ) -> tuple[torch.Tensor, list[torch.Tensor], float]:
-        """`_rk_step` through the compiled `_tensor_step`; falls back to eager (with a warning, once per
-        options) if torch.compile fails, e.g. without a C++ compiler."""
-        compiled = _compiled(self.compile)
+    def _tensor_start(self, func: Callable, y0: torch.Tensor, t0: torch.Tensor, direction: float,
+                      atol: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+        """f(t0, y0) and `_initial_step`'s choice in tensors (branches as torch.where): what `compile` traces
+        for the start of a solve. Returns (f0, [dt, d0, d1]) with the norms in float64."""
+        wide = torch.float64 if y0.device.type != "mps" else y0.dtype
+        f0 = func(t0, y0)
+        scale = y0.abs() * self.rtol + atol
+        d0, d1 = self.norm(y0 / scale).to(wide), self.norm(f0 / scale).to(wide)
+        h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
+        f1 = func(t0 + direction * h0.to(t0.dtype), y0 + (direction * h0).to(y0.dtype) * f0)
+        d2 = self.norm((f1 - f0) / scale).to(wide) / h0
+        d2 = torch.where(torch.isfinite(d2), d2, 0.0)
+        h1 = torch.where((d1 <= 1e-15) & (d2 <= 1e-15), torch.clamp(h0 * 1e-3, min=1e-6),
+                         (0.01 / torch.maximum(d1, d2)) ** (1.0 / self.tableau.order))
+        return f0, torch.stack([torch.minimum(100 * h0, h1), d0, d1])
+
+    def _compiled_call(self, kind: str, *args: Any) -> Any:
+        """The compiled `kind` ("step", "start") on args, or None when compilation is unavailable (it then
+        warns once per options; the caller runs the eager code, which gives the same result)."""
+        compiled = _compiled(kind, self.compile, args[1].device)  # args: (func, y, ...)
         if compiled is None:
-            return self._rk_step(func, t, dt, y, f0)
-        times = time_tensor([t, dt], y)
+            return None
         try:
-            y1, ks, ratio = compiled(self, func, y, f0, times[0], times[1], self._atol())
-        except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager step gives the same result
+            return compiled(self, *args)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back to eager
             _COMPILE_FAILED.add(repr(self.compile))
             warnings.warn(f"{self.name}: options['compile'] failed ({type(exc).__name__}: {exc}); "
-                          f"solving without compilation", RuntimeWarning, stacklevel=2)
+                          f"solving without compilation", RuntimeWarning, stacklevel=3)
+            return None
+
+    def _compiled_rk_step(self, func: Callable, t: float, dt: float, y: torch.Tensor, f0: torch.Tensor
+                          ) -> tuple[torch.Tensor, list[torch.Tensor], float]:
+        """`_rk_step` through the compiled `_tensor_step` (eager if compilation is unavailable)."""
+        times = time_tensor([t, dt], y)
+        out = self._compiled_call("step", func, y, f0, times[0], times[1], self._atol())
+        if out is None:
             return self._rk_step(func, t, dt, y, f0)
+        y1, ks, ratio = out
         return y1, ks, float(ratio)
+
+    def _start(self, func: Callable, t0: float, y0: torch.Tensor, direction: float) -> tuple[torch.Tensor, float]:
+        """(f(t0, y0), the first step): `_tensor_start` compiled when `compile` is set, else eager."""
+        if self.compile and self.first_step is None:
+            out = self._compiled_call("start", func, y0, time_tensor([t0], y0)[0], direction, self._atol())
+            if out is not None:
+                f0, (dt, d0, d1) = out[0], out[1].tolist()
+                if not (math.isfinite(d0) and math.isfinite(d1)):
+                    raise self._error_at(t0, y0, f0)
+                return f0, dt
+        f0 = func(time_tensor([t0], y0)[0], y0)
+        if self.first_step is not None:
+            return f0, self.first_step
+        return f0, self._initial_step(func, t0, y0, f0, direction)
 
     # -- non-finite values -----------------------------------------------------------------------
     def _error_at(self, t: float, y: torch.Tensor, f: torch.Tensor) -> NonFiniteStateError:
@@ -281,13 +329,8 @@ class AdaptiveRungeKutta:
             return torch.stack(outputs), stats
         direction = 1.0 if times[-1] > times[0] else -1.0
         t, y = times[0], y0
-        f = func(time_tensor([t], y0)[0], y0)
-        nfe = 1
-        if self.first_step is None:
-            dt = self._initial_step(func, t, y0, f, direction)
-            nfe += 1
-        else:
-            dt = self.first_step
+        f, dt = self._start(func, t, y0, direction)
+        nfe = 1 if self.first_step is not None else 2
         dt = direction * min(dt, self.max_step)
         new_nfe = self.tableau.stages - 1 if self.tableau.fsal else self.tableau.stages
         step = self._compiled_rk_step if self.compile else self._rk_step

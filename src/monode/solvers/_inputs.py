@@ -38,7 +38,8 @@ class _CheckedFunc:
     """Checks the structure of func's output on the first call, then gets out of the way."""
 
     def __init__(self, func: Func, y0: Any) -> None:
-        self.func, self.y0, self.checked = func, y0, False
+        self.func, self.checked = func, False
+        self.y0 = tuple(p.detach() for p in y0) if isinstance(y0, tuple) else y0.detach()  # only its structure
 
     def __call__(self, t: torch.Tensor, y: Any) -> Any:
         out = self.func(t, y)
@@ -74,10 +75,13 @@ class Problem:
     shapes: list[torch.Size] | None  # None for a single-tensor state
     segments: list[tuple[int, int]] | None  # None: one segment covering the state
 
+    def __post_init__(self) -> None:
+        self.shape = self.y0.shape  # (a traced `split` then depends on the shape only, not on y0 itself)
+
     def split(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """A flat state [N] as views in the user's structure: (y,) or (y1, y2, ...)."""
         if self.shapes is None:
-            return (flat.view(self.y0.shape),)
+            return (flat.view(self.shape),)
         return _split(flat, self.func.numels, self.shapes)
 
     def call_structured(self, t: torch.Tensor, parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

@@ -176,7 +176,7 @@ class _AdjointSolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, spec: dict, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         prob = spec["problem"]
-        sol, stats = spec["solver"].integrate(prob.func, y0, prob.times)
+        sol, stats = spec["solver"].integrate(prob.func, y0.detach(), prob.times)  # (one compiled graph either way)
         ctx.spec, ctx.recorders = spec, active_recorders()
         _record_forward(stats, sol, backprop=False)
         ctx.save_for_backward(sol, *params)
