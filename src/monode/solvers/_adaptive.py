@@ -20,6 +20,13 @@ adjoint's seminorm, cannot see NaN there.)
 Unlike torchdiffeq, time bookkeeping is plain Python floats (one host sync per step, for the error
 ratio), dense output is fitted only for steps that contain an output time, error estimation runs
 without autograd, and decreasing time is integrated natively (no reversed-function wrapper).
+
+options['compile']: `_tensor_step` (a step with t, dt as tensors: stages, field calls, error norm) and
+`_tensor_start` (f0 and the initial step, its branches as torch.where) are traced by torch.compile into
+one graph each, shared by every solve of the same structure. The eager step adds stages with scalar
+`alpha`s (fewest ops); the traced one writes them as tensor expressions for the compiler to fuse, and
+sums the error estimate in float64: in float32 at tight tolerances the eager sum's rounding is a
+visible part of the estimate, so the compiled solve's steps (and NFE) may differ slightly from eager's.
 """
 from __future__ import annotations
 

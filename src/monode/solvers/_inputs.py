@@ -170,22 +170,19 @@ def segment_rms_max(x: torch.Tensor, segments: Sequence[tuple[int, int]] | None)
     """max over segments of RMS(x[segment]) as a 0-d tensor (RMS of all of x if segments is None).
 
     Segments that tile x contiguously from 0 (every norm monode builds) take a few fused calls
-    whatever their number; others are reduced one by one.
+    whatever their number; others are reduced one by one (as is everything under torch.compile, which
+    fuses the reductions itself).
     """
     if segments is None or len(segments) == 1:
         return torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
     sizes = [b - a for a, b in segments]
     tiled = segments[0][0] == 0 and segments[-1][1] == x.numel() and all(
         a == b for (_, b), (a, _) in zip(segments, segments[1:]))
-    if tiled and min(sizes) > 0:
+    if tiled and min(sizes) > 0 and not torch.compiler.is_compiling():
         if len(set(sizes)) == 1:
             return (torch.linalg.vector_norm(x.view(len(segments), sizes[0]), dim=1) / math.sqrt(sizes[0])).max()
         norms = torch.stack(torch._foreach_norm(list(x.split_with_sizes(sizes))))
-        if torch.compiler.is_compiling():  # a constant of the traced graph (the cache is eager-only)
-            inverse = torch.tensor([1 / math.sqrt(n) for n in sizes], dtype=norms.dtype, device=norms.device)
-        else:
-            inverse = _inverse_sqrt_sizes(tuple(sizes), norms.dtype, norms.device)
-        return (norms * inverse).max()
+        return (norms * _inverse_sqrt_sizes(tuple(sizes), norms.dtype, norms.device)).max()
     return torch.stack([torch.linalg.vector_norm(x[a:b]) / math.sqrt(max(b - a, 1)) for a, b in segments]).max()
 
 

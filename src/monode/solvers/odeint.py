@@ -120,7 +120,9 @@ def odeint(func: Func, y0: Any, t: Any, *, rtol: float = 1e-7, atol: float = 1e-
         options: method options. Adaptive: first_step, safety, ifactor, dfactor, max_step,
             max_num_steps (default 10000), norm (default: torchdiffeq's mixed norm, the max over
             tuple components of each one's RMS; "rms": one RMS over the whole state, as for a
-            single stacked tensor; or a callable on the state's structure). Fixed-step: step_size or grid (default: one step
+            single stacked tensor; or a callable on the state's structure), compile (True or torch.compile
+            keyword arguments: each step and the solve's start become compiled graphs, shared by later
+            solves of the same structure). Fixed-step: step_size or grid (default: one step
             per output interval), compile (torch.compile the step), max_num_steps; nag also momentum.
 
     Returns:
