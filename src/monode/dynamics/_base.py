@@ -185,15 +185,22 @@ class BoundField(nn.Module):
         self.field = field
         self.coef = coef
         self._gradient_scales: tuple[float, ...] | None = None
+        # fixed for this bind, asked for by every solve of it (an ODE-RNN solves once per observation)
+        self._adjoint_params: tuple[torch.Tensor, ...] | None = None
+        self._vjp_supported: bool | None = None
 
     def forward(self, t: torch.Tensor, state: State) -> State:
         return self.field.rhs(t, state, self.coef)
 
     def adjoint_params(self) -> tuple[torch.Tensor, ...]:
-        return self.field.adjoint_params(self.coef)
+        if self._adjoint_params is None:
+            self._adjoint_params = self.field.adjoint_params(self.coef)
+        return self._adjoint_params
 
     def vjp_supported(self) -> bool:
-        return self.field.vjp_supported()
+        if self._vjp_supported is None:
+            self._vjp_supported = self.field.vjp_supported()
+        return self._vjp_supported
 
     def gradient_scales(self) -> tuple[float, ...]:
         """Per `adjoint_params()` tensor, |d tensor / d raw parameter|: 1 for the network's weights, and for

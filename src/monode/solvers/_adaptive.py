@@ -30,6 +30,7 @@ visible part of the estimate, so the compiled solve's steps (and NFE) may differ
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any, Callable, ClassVar
@@ -74,6 +75,16 @@ def _tensor_step(solver: "AdaptiveRungeKutta", *args: Any) -> Any:
 
 def _tensor_start(solver: "AdaptiveRungeKutta", *args: Any) -> Any:
     return solver._tensor_start(*args)
+
+
+@functools.lru_cache(maxsize=None)
+def _tableau_terms(tab: ButcherTableau) -> tuple:
+    """What the step loops read from a tableau, computed once per tableau: whether the last stage is the
+    solution, the non-zero (index, weight) terms of each stage, of b and of b_error, and whether the final
+    slope f1 is the last stage (first-same-as-last with last node 1)."""
+    last_is_solution = tab.fsal and tab.a[-1] == tab.b[: len(tab.a[-1])]
+    return (last_is_solution, tuple(_terms(row) for row in tab.a), _terms(tab.b), _terms(tab.b_error),
+            tab.fsal and tab.c[-1] == 1.0 and last_is_solution)
 
 
 _TRACED = {"step": _tensor_step, "start": _tensor_start}
@@ -131,12 +142,8 @@ class AdaptiveRungeKutta:
             raise ODEInputError(f"{self.name}: options['compile'] must be a bool or a dict of torch.compile "
                                 f"arguments, got {compile!r}")
         self.compile = compile
-        tab = self.tableau
-        self._last_stage_is_solution = tab.fsal and tab.a[-1] == tab.b[: len(tab.a[-1])]
-        self._stage_terms = tuple(_terms(row) for row in tab.a)
-        self._solution_terms, self._error_terms = _terms(tab.b), _terms(tab.b_error)
-        # the final slope f1 is the last stage for first-same-as-last tableaus whose last node is 1
-        self._f1_is_last_stage = tab.fsal and tab.c[-1] == 1.0 and self._last_stage_is_solution
+        (self._last_stage_is_solution, self._stage_terms, self._solution_terms, self._error_terms,
+         self._f1_is_last_stage) = _tableau_terms(self.tableau)
 
     # -- step-size control -------------------------------------------------------------------
     def _initial_step(self, func: Callable, t0: float, y0: torch.Tensor, f0: torch.Tensor, direction: float) -> float:

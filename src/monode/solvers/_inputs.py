@@ -151,13 +151,14 @@ def prepare(func: Func, y0: Any, t: Any) -> Problem:
         if p.dtype != parts[0].dtype or p.device != parts[0].device:
             raise ODEInputError(f"all state tensors must share dtype and device: {name} is {p.dtype} on "
                                 f"{p.device}, y0[0] is {parts[0].dtype} on {parts[0].device}")
-        if not bool(torch.isfinite(p).all()):
-            raise ODEInputError(f"{name} contains NaN or Inf values")
+    flat = torch.cat([p.reshape(-1) for p in parts]) if isinstance(y0, tuple) else y0
+    if not bool(torch.isfinite(flat).all()):  # one check (one host sync) for the whole state
+        i = next(i for i, p in enumerate(parts) if not bool(torch.isfinite(p).all()))
+        raise ODEInputError(f"{f'y0[{i}]' if isinstance(y0, tuple) else 'y0'} contains NaN or Inf values")
     checked = _CheckedFunc(func, y0)
     if isinstance(y0, tuple):
         shapes = [p.shape for p in y0]
         numels = [p.numel() for p in y0]
-        flat = torch.cat([p.reshape(-1) for p in y0])
         bounds = [0]
         for n in numels:
             bounds.append(bounds[-1] + n)
