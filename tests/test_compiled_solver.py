@@ -10,7 +10,7 @@ import torch
 from monode import ODEInputError, odeint, odeint_adjoint, record_stats
 from monode.dynamics import MLPField, build_model
 from monode.layers import ODERNN
-from monode.solvers import _adaptive
+from monode.solvers import _compile
 from monode.tasks import TASKS
 from monode.tasks._base import RunOptions
 from problems import HarmonicOscillator
@@ -65,13 +65,13 @@ def test_one_graph_per_structure_reused_by_every_solve_with_eager_results(name: 
 
 def test_inductor_compiled_adjoint_matches_eager() -> None:
     """The real code path (compile=True: inductor, C++ wrapper on CPU) on an HBNODE ODE-RNN in float64."""
-    _adaptive._COMPILE_FAILED.clear()
+    _compile.FAILED.clear()
     x, dt = _sequence(2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a failed compilation would only warn
         loss, grads, nfe = _run(_ode_rnn("hbnode", True), x, dt)
     loss_e, grads_e, nfe_e = _run(_ode_rnn("hbnode", False), x, dt)
-    assert not _adaptive._COMPILE_FAILED
+    assert not _compile.FAILED
     torch.testing.assert_close(loss, loss_e, rtol=1e-10, atol=0)
     for g, ge in zip(grads, grads_e):
         torch.testing.assert_close(g, ge, rtol=1e-6, atol=1e-10)
@@ -118,3 +118,18 @@ def test_sequence_paper_presets_compile_and_the_flag_overrides() -> None:
     assert options(preset="paper", compile=False) is None
     assert options(preset="quick") is None
     assert options(preset="quick", compile=True, step_size=0.1) == {"compile": True, "step_size": 0.1}
+
+
+def test_backprop_through_compiled_steps_gives_eager_gradients() -> None:
+    from torch._dynamo.testing import CompileCounter
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    y0, t = torch.randn(4, 3, dtype=F64), torch.tensor([0.0, 0.4, 1.0], dtype=F64)
+    grads = []
+    for options in (dict(compile=dict(backend=CompileCounter())), None):
+        net.zero_grad()
+        odeint(lambda t, y: net(y) * torch.cos(t), y0, t, options=options).square().sum().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for g, ge in zip(*grads):
+        torch.testing.assert_close(g, ge, rtol=1e-9, atol=1e-12)

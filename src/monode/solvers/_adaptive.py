@@ -23,7 +23,7 @@ without autograd, and decreasing time is integrated natively (no reversed-functi
 
 options['compile']: `_tensor_step` (a step with t, dt as tensors: stages, field calls, error norm) and
 `_tensor_start` (f0 and the initial step, its branches as torch.where) are traced by torch.compile into
-one graph each, shared by every solve of the same structure. The eager step adds stages with scalar
+one graph each, shared by every solve of the same structure (`_compile`). The eager step adds stages with scalar
 `alpha`s (fewest ops); the traced one writes them as tensor expressions for the compiler to fuse, and
 sums the error estimate in float64: in float32 at tight tolerances the eager sum's rounding is a
 visible part of the estimate, so the compiled solve's steps (and NFE) may differ slightly from eager's.
@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
-from typing import Any, Callable, ClassVar
+from typing import Callable, ClassVar
 
 import torch
 
+from . import _compile
 from ._errors import MaxStepsExceededError, NonFiniteStateError, ODEInputError, StepSizeUnderflowError
 from ._fixed import DEFAULT_MAX_NUM_STEPS
 from ._inputs import time_tensor
@@ -69,14 +69,6 @@ def _combine(base: torch.Tensor, ks: list[torch.Tensor], terms: tuple[tuple[int,
     return out
 
 
-def _tensor_step(solver: "AdaptiveRungeKutta", *args: Any) -> Any:
-    return solver._tensor_step(*args)
-
-
-def _tensor_start(solver: "AdaptiveRungeKutta", *args: Any) -> Any:
-    return solver._tensor_start(*args)
-
-
 @functools.lru_cache(maxsize=None)
 def _tableau_terms(tab: ButcherTableau) -> tuple:
     """What the step loops read from a tableau, computed once per tableau: whether the last stage is the
@@ -85,35 +77,6 @@ def _tableau_terms(tab: ButcherTableau) -> tuple:
     last_is_solution = tab.fsal and tab.a[-1] == tab.b[: len(tab.a[-1])]
     return (last_is_solution, tuple(_terms(row) for row in tab.a), _terms(tab.b), _terms(tab.b_error),
             tab.fsal and tab.c[-1] == 1.0 and last_is_solution)
-
-
-_TRACED = {"step": _tensor_step, "start": _tensor_start}
-_COMPILED: dict[tuple[str, str], Callable] = {}
-_COMPILE_FAILED: set[str] = set()
-
-
-def _compiled(kind: str, options: bool | dict, device: torch.device) -> Callable | None:
-    """torch.compile of `_tensor_step` or `_tensor_start` (`kind`) for these compile options, or None if
-    compiling with them failed before.
-
-    One compiled function per kind, options and device type, shared by all solvers: a new solve of the
-    same structure (the next ODE-RNN gap, the next batch) reuses its graph, since the guards look at types,
-    shapes and constants, not at object identity. compile=True means static shapes and, on CPU, inductor's
-    C++ wrapper (the Python wrapper's per-call cost is a large part of a small step); a dict is passed to
-    torch.compile as is. The recompile limit is raised so that several models, shapes and the adjoint's
-    dynamics in one process each keep a graph."""
-    key = (kind, repr(options), device.type)
-    if key[1] in _COMPILE_FAILED:
-        return None
-    if key not in _COMPILED:
-        import torch._dynamo
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        if isinstance(options, dict):
-            kwargs = options
-        else:
-            kwargs = dict(dynamic=False, options=dict(cpp_wrapper=True) if device.type == "cpu" else None)
-        _COMPILED[key] = torch.compile(_TRACED[kind], **kwargs)
-    return _COMPILED[key]
 
 
 class AdaptiveRungeKutta:
@@ -215,9 +178,11 @@ class AdaptiveRungeKutta:
             for i, w in self._solution_terms:
                 y1 = y1 + (w * dt) * ks[i]
         wide = torch.float64 if y.device.type != "mps" else y.dtype  # the stages summed without rounding
-        err = sum((w * dt.to(wide)) * ks[i].to(wide) for i, w in self._error_terms)
-        tol = torch.maximum(y.abs(), y1.abs()).to(wide) * self.rtol + atol
-        return y1, ks, self.norm(err / tol)
+        with torch.no_grad():
+            err = sum((w * dt.to(wide)) * ks[i].to(wide) for i, w in self._error_terms)
+            tol = torch.maximum(y.abs(), y1.abs()).to(wide) * self.rtol + atol
+            ratio = self.norm(err / tol)
+        return y1, ks, ratio
 
     def _tensor_start(self, func: Callable, y0: torch.Tensor, t0: torch.Tensor, direction: float,
                       atol: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,35 +190,22 @@ class AdaptiveRungeKutta:
         for the start of a solve. Returns (f0, [dt, d0, d1]) with the norms in float64."""
         wide = torch.float64 if y0.device.type != "mps" else y0.dtype
         f0 = func(t0, y0)
-        scale = y0.abs() * self.rtol + atol
-        d0, d1 = self.norm(y0 / scale).to(wide), self.norm(f0 / scale).to(wide)
-        h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
-        f1 = func(t0 + direction * h0.to(t0.dtype), y0 + (direction * h0).to(y0.dtype) * f0)
-        d2 = self.norm((f1 - f0) / scale).to(wide) / h0
-        d2 = torch.where(torch.isfinite(d2), d2, 0.0)
-        h1 = torch.where((d1 <= 1e-15) & (d2 <= 1e-15), torch.clamp(h0 * 1e-3, min=1e-6),
-                         (0.01 / torch.maximum(d1, d2)) ** (1.0 / self.tableau.order))
-        return f0, torch.stack([torch.minimum(100 * h0, h1), d0, d1])
-
-    def _compiled_call(self, kind: str, *args: Any) -> Any:
-        """The compiled `kind` ("step", "start") on args, or None when compilation is unavailable (it then
-        warns once per options; the caller runs the eager code, which gives the same result)."""
-        compiled = _compiled(kind, self.compile, args[1].device)  # args: (func, y, ...)
-        if compiled is None:
-            return None
-        try:
-            return compiled(self, *args)
-        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back to eager
-            _COMPILE_FAILED.add(repr(self.compile))
-            warnings.warn(f"{self.name}: options['compile'] failed ({type(exc).__name__}: {exc}); "
-                          f"solving without compilation", RuntimeWarning, stacklevel=3)
-            return None
+        with torch.no_grad():  # only f0 is part of the solution
+            scale = y0.abs() * self.rtol + atol
+            d0, d1 = self.norm(y0 / scale).to(wide), self.norm(f0 / scale).to(wide)
+            h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
+            f1 = func(t0 + direction * h0.to(t0.dtype), y0 + (direction * h0).to(y0.dtype) * f0)
+            d2 = self.norm((f1 - f0) / scale).to(wide) / h0
+            d2 = torch.where(torch.isfinite(d2), d2, 0.0)
+            h1 = torch.where((d1 <= 1e-15) & (d2 <= 1e-15), torch.clamp(h0 * 1e-3, min=1e-6),
+                             (0.01 / torch.maximum(d1, d2)) ** (1.0 / self.tableau.order))
+            return f0, torch.stack([torch.minimum(100 * h0, h1), d0, d1])
 
     def _compiled_rk_step(self, func: Callable, t: float, dt: float, y: torch.Tensor, f0: torch.Tensor
                           ) -> tuple[torch.Tensor, list[torch.Tensor], float]:
         """`_rk_step` through the compiled `_tensor_step` (eager if compilation is unavailable)."""
         times = time_tensor([t, dt], y)
-        out = self._compiled_call("step", func, y, f0, times[0], times[1], self._atol())
+        out = _compile.call(self, "step", func, y, f0, times[0], times[1], self._atol())
         if out is None:
             return self._rk_step(func, t, dt, y, f0)
         y1, ks, ratio = out
@@ -262,7 +214,7 @@ class AdaptiveRungeKutta:
     def _start(self, func: Callable, t0: float, y0: torch.Tensor, direction: float) -> tuple[torch.Tensor, float]:
         """(f(t0, y0), the first step): `_tensor_start` compiled when `compile` is set, else eager."""
         if self.compile and self.first_step is None:
-            out = self._compiled_call("start", func, y0, time_tensor([t0], y0)[0], direction, self._atol())
+            out = _compile.call(self, "start", func, y0, time_tensor([t0], y0)[0], direction, self._atol())
             if out is not None:
                 f0, (dt, d0, d1) = out[0], out[1].tolist()
                 if not (math.isfinite(d0) and math.isfinite(d1)):
