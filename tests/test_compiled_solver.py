@@ -113,7 +113,11 @@ def test_compile_option_is_validated() -> None:
 
 def test_sequence_paper_presets_compile_and_the_flag_overrides() -> None:
     task = TASKS["walker2d"]
-    options = lambda **kw: (lambda o: o.solver_options(task.settings(o)))(RunOptions("hbnode", **kw))  # noqa: E731
+
+    def options(**run: object) -> dict | None:
+        opts = RunOptions("hbnode", **run)
+        return opts.solver_options(task.settings(opts))
+
     assert options(preset="paper") == {"compile": True}
     assert options(preset="paper", compile=False) is None
     assert options(preset="quick") is None

@@ -35,12 +35,13 @@ class RunOptions:
     max_batches: int | None = None
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # task-specific preset keys (--set)
 
-    def solver_options(self, settings: dict[str, Any] | None = None) -> dict | None:
-        """Solver options from --step-size and --compile; `compile` defaults to the task settings' (if any)."""
+    def solver_options(self, settings: dict[str, Any]) -> dict | None:
+        """Solver options from --step-size and --compile; `compile` defaults to the task settings' (`settings`,
+        from `BenchmarkTask.settings`, already hold --compile when it was given)."""
         options: dict[str, Any] = {}
         if self.step_size is not None:
             options["step_size"] = self.step_size
-        if (settings or {}).get("compile", self.compile):
+        if settings.get("compile", self.compile):
             options["compile"] = True
         return options or None
 

@@ -82,7 +82,7 @@ class Density(BenchmarkTask):
     def flow(self, opts: RunOptions, s: dict[str, Any]) -> CNF:
         """The CNF of settings `s`: f = MLPField(2, hidden, depth, tanh, time), the solver of the run."""
         net = MLPField(2, int(s["hidden"]), depth=int(s["depth"]), activation="tanh", time=True)
-        solver = _solver(s["method"], s["rtol"], s["atol"], s["step_size"], opts.solver_options())
+        solver = _solver(s["method"], s["rtol"], s["atol"], s["step_size"], opts.solver_options(s))
         return CNF(net, dim=2, t_end=float(s["t_end"]), trace=s["trace"], noise=s["noise"], adjoint=s["adjoint"],
                    **solver)
 

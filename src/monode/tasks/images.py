@@ -42,7 +42,7 @@ class ImageClassification(BenchmarkTask):
         model = image_classifier(opts.model, self.model_preset, in_channels=self.in_channels,
                                  image_size=self.image_size, resnet_depth=int(s["resnet_depth"]),
                                  method=s["method"], rtol=s["rtol"], atol=s["atol"],
-                                 options=opts.solver_options(), adjoint=s["adjoint"])
+                                 options=opts.solver_options(s), adjoint=s["adjoint"])
         return ScoredTask(model, train, test, _score)
 
 

@@ -64,7 +64,7 @@ class PointCloud(BenchmarkTask):
                             preset="pointcloud")
         init = build_initializer(name, in_channels=d, dim=dim, hidden=hidden, conv=False, preset="pointcloud")
         block = ODEBlock(field, init, method=s["method"], rtol=s["rtol"], atol=s["atol"],
-                         options=opts.solver_options(), adjoint=s["adjoint"])
+                         options=opts.solver_options(s), adjoint=s["adjoint"])
         model = nn.Sequential(block, nn.Linear(dim, 1))
         return ScoredTask(model, train, test, _score)
 

@@ -146,7 +146,7 @@ class SilverboxInit(BenchmarkTask):
         for name in names:
             curve, params = log10_mean_norm(name, record, draws=int(s["draws"]), steps=int(s["steps"]),
                                             seed=opts.seed, scale=float(s["scale"]), method=s["method"],
-                                            rtol=s["rtol"], atol=s["atol"], options=opts.solver_options())
+                                            rtol=s["rtol"], atol=s["atol"], options=opts.solver_options(s))
             curves[name] = curve
             total += params
             rows.append({"model": name, "log10_norm_start": float(curve[0]), "log10_norm_end": float(curve[-1]),

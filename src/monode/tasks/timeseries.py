@@ -162,7 +162,7 @@ class TimeSeries(BenchmarkTask):
         features = train["values"].shape[-1]
         model = LatentODE(opts.model, features, latent=s["latent"], rec_dim=s["rec_dim"], hidden=s["hidden"],
                           t_max=t_max, method=s["method"], rtol=s["rtol"], atol=s["atol"],
-                          options=opts.solver_options(), adjoint=s["adjoint"])
+                          options=opts.solver_options(s), adjoint=s["adjoint"])
         data = [_with_holdout(split, s["holdout"], seed) for seed, split in enumerate((train, test))]
         return _TimeSeriesTask(model, data[0], data[1], obs_std=s["obs_std"], kl_weight=s["kl_weight"],
                                score_all=s["holdout"] == 0)
