@@ -1,7 +1,9 @@
 """Closed-form VJPs (fields and MLP networks) against autograd, and the adjoint's use of them."""
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 
 import pytest
 import torch
@@ -23,12 +25,29 @@ FIELDS = [  # (model, field options): every supported model and gate
     ("adamnode", dict(v_activation=None, xi=0.5)),
     ("nesterovnode", {}), ("nesterovnode", dict(sign=1)), ("gnesterovnode", {}),
     ("gnesterovnode", dict(activation="tanh", k_activation="tanh", f_activation="tanh", xi=1.5, xi_logit=None)),
+    ("nesterovnode", dict(official=True)), ("nesterovnode", dict(official=True, sign=1, xi_logit=0.3)),
+    ("gnesterovnode", dict(official=True, activation="tanh", k_activation="tanh", f_activation="sigmoid")),
 ]
 NETS = [dict(depth=1), dict(depth=3, activation="tanh"), dict(depth=2, activation="relu"),
         dict(depth=3, activation="sigmoid", time=True)]
 
 
+@contextlib.contextmanager
+def aten_only():
+    """The fields' ATen ops, without the fused CPU ops (`MONODE_FUSED=0`)."""
+    old = os.environ.get("MONODE_FUSED")
+    os.environ["MONODE_FUSED"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MONODE_FUSED"]
+        else:
+            os.environ["MONODE_FUSED"] = old
+
+
 def _autograd_vjp(bound, t, state, cotangent):
+    """Autograd through the field's call; under `aten_only()`, through its ATen ops."""
     parts = state if isinstance(state, tuple) else (state,)
     leaves = tuple(p.detach().requires_grad_(True) for p in parts)
     out = bound(t, leaves if isinstance(state, tuple) else leaves[0])
@@ -55,15 +74,24 @@ def test_field_vjp_equals_autograd(name, options, net_options):
     cot = tuple(torch.randn(4, 3, dtype=F64) for _ in range(field.state_size))
     cot = cot if field.state_size > 1 else cot[0]
     t = torch.tensor(1.4, dtype=F64)  # inside every field's span (Nesterov's [1, 2])
-    outs, grad_state, grad_params = _autograd_vjp(bound, t, state, cot)
-    out, g_state, g_params = bound.vjp(t, state, cot)
-    for a, b in zip(outs, out if isinstance(out, tuple) else (out,)):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    for a, b in zip(grad_state, g_state if isinstance(g_state, tuple) else (g_state,)):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert len(g_params) == len(bound.adjoint_params())
-    for a, b in zip(grad_params, g_params):
-        torch.testing.assert_close(torch.zeros_like(b) if a is None else a, b, rtol=1e-12, atol=1e-12)
+    with aten_only():  # the reference: autograd through the ATen ops
+        reference = _autograd_vjp(bound, t, state, cot)
+    fused_autograd = _autograd_vjp(bound, t, state, cot)  # the fused ops' own backward, where they apply
+    checks = [fused_autograd]
+    for grad_mode in (True, False):  # the closed form, with and without autograd recording
+        with torch.set_grad_enabled(grad_mode):
+            out, g_state, g_params = bound.vjp(t, state, cot)
+        assert len(g_params) == len(bound.adjoint_params())
+        checks.append((out if isinstance(out, tuple) else (out,),
+                       g_state if isinstance(g_state, tuple) else (g_state,), g_params))
+    for outs, grad_state, grad_params in checks:
+        for a, b in zip(reference[0] + reference[1], outs + grad_state):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        for a, b in zip(reference[2], grad_params):
+            if a is None or b is None:
+                assert (a if b is None else b) is None or not (a if b is None else b).abs().max()
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_time_scaled_vjp_scales_cotangent_and_output():
@@ -95,7 +123,6 @@ def test_unknown_activations_fall_back_to_autograd():
     field = build_model("ghbnode", dim=3, hidden=4, activation=lambda m: m.clamp(-1, 1))
     assert not field.bind().vjp_supported()
     assert not build_model("hbnode", net="conv", dim=2, hidden=3).bind().vjp_supported()
-    assert not build_model("nesterovnode", dim=3, hidden=4, official=True).bind().vjp_supported()
 
 
 def _walker_gradients(name: str, closed_form: bool, monkeypatch) -> list[torch.Tensor]:

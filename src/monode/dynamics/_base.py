@@ -123,23 +123,32 @@ class VectorField(nn.Module):
     def forward(self, t: torch.Tensor, state: State) -> State:
         return self.rhs(t, state, self.coefficients())
 
-    def rhs_vjp(self, t: torch.Tensor, state: State, coef: Coefficients, cotangent: State
-                ) -> tuple[State, State, list[torch.Tensor], tuple[torch.Tensor | None, ...]]:
-        """`rhs` and its vector-Jacobian products in closed form, for the adjoint solver.
+    def rhs_forward(self, t: torch.Tensor, state: State, coef: Coefficients) -> tuple[State, Any]:
+        """`rhs` without autograd, plus what `rhs_backward` needs: (F, saved).
 
-        Returns (F, c . dF/dstate, [c . dF/dp for p in net.parameters()], c . dF/dcoef per coefficient:
-        None where the coefficient is None or does not require grad), c being `cotangent` (shaped like
-        the state). Fields that implement it (and whose network has `vjp`) skip autograd in the
-        backward solve; `vjp_supported` says when it applies.
+        Fields with a closed-form VJP implement this pair; the adjoint then integrates without autograd.
         """
         raise NotImplementedError(f"{type(self).__name__} has no closed-form VJP")
 
+    def rhs_backward(self, t: torch.Tensor, saved: Any, coef: Coefficients, cotangent: State
+                     ) -> tuple[State, list[torch.Tensor], tuple[torch.Tensor | None, ...]]:
+        """The vector-Jacobian products at `rhs_forward`'s point, c being `cotangent` (shaped like the state):
+        (c . dF/dstate, [c . dF/dp for p in net.parameters()], c . dF/dcoef per coefficient: None where
+        the coefficient is None or does not require grad)."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form VJP")
+
+    def rhs_vjp(self, t: torch.Tensor, state: State, coef: Coefficients, cotangent: State
+                ) -> tuple[State, State, list[torch.Tensor], tuple[torch.Tensor | None, ...]]:
+        """(F, c . dF/dstate, c . dF/dnet, c . dF/dcoef): `rhs_forward` then `rhs_backward`, for the adjoint."""
+        out, saved = self.rhs_forward(t, state, coef)
+        return (out, *self.rhs_backward(t, saved, coef, cotangent))
+
     def vjp_supported(self) -> bool:
-        """Whether `rhs_vjp` applies: the class implements it, f (the only submodule) has a closed-form
-        VJP, and the gates are ones with known derivatives (subclasses check theirs)."""
+        """Whether the closed-form pair applies: the class implements it, f (the only submodule) has a
+        closed-form VJP, and the gates are ones with known derivatives (subclasses check theirs)."""
         net_supported = getattr(self.net, "vjp_supported", None)
-        return (type(self).rhs_vjp is not VectorField.rhs_vjp and callable(net_supported) and net_supported()
-                and len(list(self.children())) == 1)
+        return (type(self).rhs_backward is not VectorField.rhs_backward and callable(net_supported)
+                and net_supported() and len(list(self.children())) == 1)
 
     def bind(self, coef: Coefficients | None = None, dtype: torch.dtype | None = None) -> "BoundField":
         """This field with fixed coefficients (default: computed now, cast to `dtype`): what a solve integrates."""
@@ -224,9 +233,13 @@ class BoundField(nn.Module):
 
     def vjp(self, t: torch.Tensor, state: State, cotangent: State) -> tuple[State, State, tuple[torch.Tensor, ...]]:
         """(F, c . dF/dstate, c . dF/dp for p in `adjoint_params()`) without autograd (`VectorField.rhs_vjp`)."""
-        out, grad_state, grad_net, grad_coef = self.field.rhs_vjp(t, state, self.coef, cotangent)
-        return out, grad_state, (*grad_net, *(g for g, c in zip(grad_coef, self.coef)
-                                              if c is not None and c.requires_grad))
+        out, saved = self.field.rhs_forward(t, state, self.coef)
+        return (out, *self.backward(t, saved, cotangent))
+
+    def backward(self, t: torch.Tensor, saved: Any, cotangent: State) -> tuple[State, tuple[torch.Tensor, ...]]:
+        """(c . dF/dstate, c . dF/dp for p in `adjoint_params()`) at the point `rhs_forward` saved."""
+        grad_state, grad_net, grad_coef = self.field.rhs_backward(t, saved, self.coef, cotangent)
+        return grad_state, (*grad_net, *(g for g, c in zip(grad_coef, self.coef) if c is not None and c.requires_grad))
 
 
 class TimeScaledField(nn.Module):

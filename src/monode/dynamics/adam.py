@@ -26,8 +26,10 @@ import torch
 from ._base import ActivationSpec, ModelSpec, VectorField, dot, register_scalar, register_xi, resolve_activation
 from ._derivatives import activation_backward
 from .networks import AdamInitialState
+from . import _fused
 
 __all__ = ["AdamField", "ADAMNODE_SPEC"]
+
 
 
 class AdamField(VectorField):
@@ -57,6 +59,8 @@ class AdamField(VectorField):
         register_scalar(self, "beta2_logit", beta_logits[1], trainable=learn_betas)
         register_xi(self, xi, xi_logit)
         self.eps_squared = float(eps) ** 2
+        # the fused CPU kernel's code for this v-activation (None: ATen ops only, e.g. a gate on m)
+        self._fused_kind = None if self.gate is not None else _fused.ADAM_ACTIVATIONS.get(self.v_act)
 
     def coefficients(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(beta1, -beta2, -xi or None): signs folded in once per solve, so each call saves an op."""
@@ -65,50 +69,77 @@ class AdamField(VectorField):
 
     def rhs(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
             coef: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._tail(self.net(t, state[0]), state, coef)[0]
+
+    def _tail(self, f: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor], coef: tuple
+              ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], tuple | None]:
+        """(dh, dm, dv) from f, and (act(v), r, sigma(m)) for the backward (None from the fused op)."""
         h, m, v = state
         beta1, neg_beta2, neg_xi = coef
-        f = self.net(t, h)
-        inv_scale = torch.rsqrt((v if self.v_act is None else self.v_act(v)) + self.eps_squared)
-        dh = (m if self.gate is None else self.gate(m)) * inv_scale
+        if self._fused_kind is not None:
+            fused = _fused.adam_tail(f, h, m, v, beta1, neg_beta2, neg_xi, self._fused_kind, self.eps_squared)
+            if fused is not None:
+                return fused, None
+        act_v = v if self.v_act is None else self.v_act(v)
+        inv_scale = torch.rsqrt(act_v + self.eps_squared)
+        gate_m = m if self.gate is None else self.gate(m)
         dm = (f - m) * beta1
         if neg_xi is not None:
             dm = dm.addcmul_(h, neg_xi)
-        return dh, dm, torch.addcmul(v, f, f, value=-1.0).mul_(neg_beta2)  # beta2 (f^2 - v)
+        dv = torch.addcmul(v, f, f, value=-1.0).mul_(neg_beta2)  # beta2 (f^2 - v)
+        return (gate_m * inv_scale, dm, dv), (act_v, inv_scale, gate_m)
 
-    def rhs_vjp(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor], coef: tuple,
-                cotangent: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[tuple, tuple, list, tuple]:
+    def rhs_forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                    coef: tuple) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], tuple]:
+        f, net_saved = self.net.forward_saved(t, state[0])
+        out, aux = self._tail(f, state, coef)
+        return out, (f, net_saved, state, aux)
+
+    def rhs_backward(self, t: torch.Tensor, saved: tuple, coef: tuple,
+                     cotangent: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[tuple, list, tuple]:
         """With r = (act(v) + eps^2)^(-1/2) and cotangents (c_h, c_m, c_v):
         f gets beta1 c_m + 2 beta2 f c_v, so c_h' = (that) . df/dh - xi c_m; c_m' = sigma'(m) r c_h - beta1 c_m;
         c_v' = -r^3 act'(v) sigma(m) c_h / 2 - beta2 c_v; d/dbeta1 = <c_m, f - m>, d/d(-beta2) = <c_v, v - f^2>,
         d/d(-xi) = <c_m, h>."""
-        h, m, v = state
+        f, net_saved, (h, m, v), aux = saved
         c_h, c_m, c_v = cotangent
         beta1, neg_beta2, neg_xi = coef
-        f, saved = self.net.forward_saved(t, h)
-        act_v = v if self.v_act is None else self.v_act(v)
-        inv_scale = torch.rsqrt(act_v + self.eps_squared)
-        gate_m = m if self.gate is None else self.gate(m)
-        dh = gate_m * inv_scale
-        f_minus_m = f - m
-        dm = f_minus_m * beta1
-        if neg_xi is not None:
-            dm = dm.addcmul_(h, neg_xi)
-        v_minus_f2 = torch.addcmul(v, f, f, value=-1.0)
-        dv = v_minus_f2 * neg_beta2
-        grad_f = torch.mul(c_m, beta1).addcmul_(f, c_v * neg_beta2, value=-2.0)
-        grad_h, grad_net = self.net.vjp(saved, grad_f)
+        fused = None
+        if self._fused_kind is not None:
+            fused = _fused.adam_backward(f, h, m, v, c_h, c_m, c_v, beta1, neg_beta2, self._fused_kind,
+                                         self.eps_squared)
+        if fused is not None:
+            grad_f, grad_m, grad_v, dots = fused
+            d_beta1, d_neg_beta2, d_neg_xi = dots.to(f.dtype).unbind()
+        else:
+            grad_f, grad_m, grad_v = self._backward_aten(f, (h, m, v), coef, cotangent, aux)
+            d_beta1 = dot(c_m, f - m) if beta1.requires_grad else None
+            d_neg_beta2 = dot(c_v, torch.addcmul(v, f, f, value=-1.0)) if neg_beta2.requires_grad else None
+            d_neg_xi = dot(c_m, h) if neg_xi is not None and neg_xi.requires_grad else None
+        grad_h, grad_net = self.net.vjp(net_saved, grad_f)
         if neg_xi is not None:
             grad_h = grad_h.addcmul_(c_m, neg_xi)
+        grad_coef = (d_beta1 if beta1.requires_grad else None, d_neg_beta2 if neg_beta2.requires_grad else None,
+                     d_neg_xi if neg_xi is not None and neg_xi.requires_grad else None)
+        return (grad_h, grad_m, grad_v), grad_net, grad_coef
+
+    def _backward_aten(self, f: torch.Tensor, state: tuple, coef: tuple, cotangent: tuple, aux: tuple | None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(grad_f, grad_m, grad_v) with ATen ops; `aux` = (act(v), r, sigma(m)) from the forward, if it has them."""
+        h, m, v = state
+        c_h, c_m, c_v = cotangent
+        beta1, neg_beta2, _ = coef
+        if aux is None:
+            act_v = v if self.v_act is None else self.v_act(v)
+            aux = act_v, torch.rsqrt(act_v + self.eps_squared), m if self.gate is None else self.gate(m)
+        act_v, inv_scale, gate_m = aux
+        grad_f = torch.mul(c_m, beta1).addcmul_(f, c_v * neg_beta2, value=-2.0)
         c_h_scaled = c_h * inv_scale
         d_act = (c_h_scaled * gate_m).mul_(inv_scale.square()).mul_(-0.5)  # d/d act(v)
         grad_m = (c_h_scaled if self.gate is None else self._gate_backward(c_h_scaled, m, gate_m)).sub_(c_m * beta1)
         if self.v_act is not None:
             d_act = self._v_backward(d_act, v, act_v)
-        grad_v = d_act.addcmul_(c_v, neg_beta2)
-        grad_coef = (dot(c_m, f_minus_m) if beta1.requires_grad else None,
-                     dot(c_v, v_minus_f2) if neg_beta2.requires_grad else None,
-                     dot(c_m, h) if neg_xi is not None and neg_xi.requires_grad else None)
-        return (dh, dm, dv), (grad_h, grad_m, grad_v), grad_net, grad_coef
+        return grad_f, grad_m, d_act.addcmul_(c_v, neg_beta2)
 
     def vjp_supported(self) -> bool:
         return (super().vjp_supported() and (self.gate is None or self._gate_backward is not None)

@@ -54,35 +54,40 @@ class HeavyBallField(VectorField):
 
     def rhs(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
             coef: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._tail(self.net(t, state[0]), state, coef)
+
+    def _tail(self, f: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
+              coef: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
         h, m = state
         neg_gamma, neg_xi = coef
-        dm = torch.addcmul(self.net(t, h), m, neg_gamma)
+        dm = torch.addcmul(f, m, neg_gamma)
         if neg_xi is not None:
             dm = dm.addcmul_(h, neg_xi)
         return (m if self.gate is None else self.gate(m)), dm
 
-    def rhs_vjp(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], coef: tuple,
-                cotangent: tuple[torch.Tensor, torch.Tensor]) -> tuple[tuple, tuple, list[torch.Tensor], tuple]:
+    def rhs_forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
+                    coef: tuple) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple]:
+        f, net_saved = self.net.forward_saved(t, state[0])
+        out = self._tail(f, state, coef)
+        return out, (net_saved, state, out[0])
+
+    def rhs_backward(self, t: torch.Tensor, saved: tuple, coef: tuple,
+                     cotangent: tuple[torch.Tensor, torch.Tensor]) -> tuple[tuple, list[torch.Tensor], tuple]:
         """With (c_h, c_m) and g = c_m . df/dh:
         (g - xi c_m, c_h sigma'(m) - gamma c_m); d/d(-gamma) = <c_m, m>, d/d(-xi) = <c_m, h>."""
-        h, m = state
+        net_saved, (h, m), dh = saved
         c_h, c_m = cotangent
         neg_gamma, neg_xi = coef
-        f, saved = self.net.forward_saved(t, h)
-        dm = torch.addcmul(f, m, neg_gamma)
-        if neg_xi is not None:
-            dm = dm.addcmul_(h, neg_xi)
         if self.gate is None:
-            dh, grad_m = m, torch.addcmul(c_h, c_m, neg_gamma)
+            grad_m = torch.addcmul(c_h, c_m, neg_gamma)
         else:
-            dh = self.gate(m)
             grad_m = self._gate_backward(c_h, m, dh).addcmul_(c_m, neg_gamma)
-        grad_h, grad_net = self.net.vjp(saved, c_m)
+        grad_h, grad_net = self.net.vjp(net_saved, c_m)
         if neg_xi is not None:
             grad_h = grad_h.addcmul_(c_m, neg_xi)
         grad_coef = (dot(c_m, m) if neg_gamma.requires_grad else None,
                      dot(c_m, h) if neg_xi is not None and neg_xi.requires_grad else None)
-        return (dh, dm), (grad_h, grad_m), grad_net, grad_coef
+        return (grad_h, grad_m), grad_net, grad_coef
 
     def vjp_supported(self) -> bool:
         return super().vjp_supported() and (self.gate is None or self._gate_backward is not None)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from ._base import ActivationSpec, ModelSpec, State, VectorField, dot, register_xi, resolve_activation
 from ._derivatives import activation_backward
+from . import _fused
 from .networks import InitialVelocity
 
 __all__ = ["NesterovField", "nesterov_k", "nesterov_r", "nesterov_dr", "NESTEROVNODE_SPEC", "GNESTEROVNODE_SPEC"]
@@ -88,6 +89,8 @@ class NesterovField(VectorField):
         self.f_gate = resolve_activation(f_activation, "f_activation")
         self._gate_backward, self._f_backward = activation_backward(self.gate), activation_backward(self.f_gate)
         self.sign, self.p = int(sign), float(p)
+        gates = (_fused.gate_code(self.gate), _fused.gate_code(self.f_gate))
+        self._fused_gates = None if None in gates else gates  # the fused op's gate codes (None: ATen ops only)
         register_xi(self, xi, xi_logit)
 
     def coefficients(self) -> tuple[torch.Tensor | None]:
@@ -118,52 +121,75 @@ class NesterovField(VectorField):
 
     def rhs(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
             coef: tuple[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        (xi,) = coef
+        h, p, k, r = self._position(t, state)
+        return self._tail(self.net(t, h), h, p, r, coef)[0]
+
+    def _position(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple:
+        """(h, p, k, (r, dr)): f is evaluated at h and the momentum is u = r p + dr h. Paper: h = k x, p = m,
+        (r, dr) = (1, 0); official: h = a, p = b, (r, dr) = (r(t), r'(t)), k unused."""
         k, r = self._clock(t)
         if self.official:
-            a, b = state
-            r_t, dr_t = r  # m~ = r' a + r b
-            m = torch.mul(b, r_t).add_(a, alpha=dr_t) if isinstance(dr_t, float) else torch.mul(b, r_t).addcmul_(a, dr_t)
-            h = a
-        else:
-            x, m = state
-            h = x * k
-        f = self.net(t, h)
-        if self.f_gate is not None:
-            f = self.f_gate(f)
-        dm = torch.add(m, f, alpha=-self.sign)  # -(dm) = m - sign sigma3(f) + xi h
-        if xi is not None:
-            dm = dm.addcmul_(h, xi)
-        return (m if self.gate is None else self.gate(m)), dm.neg_()
+            return state[0], state[1], None, r
+        return state[0] * k, state[1], k, (1.0, 0.0)
 
-    def rhs_vjp(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], coef: tuple,
-                cotangent: tuple[torch.Tensor, torch.Tensor]) -> tuple[tuple, tuple, list, tuple]:
-        """Paper system only. With h = k x, g = (sign sigma3'(f) c_m) . df/dh: c_x' = k (g - xi c_m),
-        c_m' = sigma2'(m) c_x - c_m, d/dxi = -<c_m, h>."""
+    def _terms(self, f: torch.Tensor, h: torch.Tensor, p: torch.Tensor, r: tuple
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(u, sigma3(f), sigma2(u)) with ATen ops."""
+        r_t, dr_t = r
+        if not self.official:
+            u = p
+        elif isinstance(dr_t, float):
+            u = torch.mul(p, r_t).add_(h, alpha=dr_t)
+        else:
+            u = torch.mul(p, r_t).addcmul_(h, dr_t)
+        return u, (f if self.f_gate is None else self.f_gate(f)), (u if self.gate is None else self.gate(u))
+
+    def _tail(self, f: torch.Tensor, h: torch.Tensor, p: torch.Tensor, r: tuple, coef: tuple[torch.Tensor | None]
+              ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple | None]:
+        """((sigma2(u), sign sigma3(f) - u - xi h), (u, sigma3(f), sigma2(u)) or None from the fused op)."""
         (xi,) = coef
-        x, m = state
-        c_x, c_m = cotangent
-        k, _ = self._clock(t)
-        h = x * k
-        f, saved = self.net.forward_saved(t, h)
-        gated_f = f if self.f_gate is None else self.f_gate(f)
-        dm = torch.add(m, gated_f, alpha=-self.sign)
+        if self._fused_gates is not None and isinstance(r[0], float):
+            fused = _fused.momentum_tail(f, h, p, xi, r[0], r[1], self.sign, *self._fused_gates)
+            if fused is not None:
+                return fused, None
+        u, gated_f, gate_u = terms = self._terms(f, h, p, r)
+        dm = torch.add(u, gated_f, alpha=-self.sign)  # -(dm) = u - sign sigma3(f) + xi h
         if xi is not None:
             dm = dm.addcmul_(h, xi)
-        grad_f = c_m if self.sign == 1 else -c_m
+        return (gate_u, dm.neg_()), terms
+
+    def rhs_forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
+                    coef: tuple[torch.Tensor | None]) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple]:
+        h, p, k, r = self._position(t, state)
+        f, net_saved = self.net.forward_saved(t, h)
+        out, terms = self._tail(f, h, p, r, coef)
+        return out, (net_saved, f, h, p, k, r, terms)
+
+    def rhs_backward(self, t: torch.Tensor, saved: tuple, coef: tuple[torch.Tensor | None],
+                     cotangent: tuple[torch.Tensor, torch.Tensor]) -> tuple[tuple, list, tuple]:
+        """With g = (sign sigma3'(f) c_2) . df/dh and c_u = sigma2'(u) c_1 - c_2 (the cotangent of u):
+        paper (h = k x, u = m): c_x' = k (g - xi c_2), c_m' = c_u;
+        official (h = a, u = r b + r' a): c_a' = g - xi c_2 + r' c_u, c_b' = r c_u; d/dxi = -<c_2, h>."""
+        (xi,) = coef
+        net_saved, f, h, p, k, (r_t, dr_t), terms = saved
+        u, gated_f, gate_u = self._terms(f, h, p, (r_t, dr_t)) if terms is None else terms
+        c_1, c_2 = cotangent
+        grad_f = c_2 if self.sign == 1 else -c_2
         if self.f_gate is not None:
             grad_f = self._f_backward(grad_f, f, gated_f)
-        grad_h, grad_net = self.net.vjp(saved, grad_f)
+        grad_h, grad_net = self.net.vjp(net_saved, grad_f)
         if xi is not None:
-            grad_h = grad_h.addcmul_(c_m, xi, value=-1.0)
-        gate_m = m if self.gate is None else self.gate(m)
-        grad_m = (c_x if self.gate is None else self._gate_backward(c_x, m, gate_m)) - c_m
-        grad_xi = -dot(c_m, h) if xi is not None and xi.requires_grad else None
-        return (gate_m, dm.neg_()), (grad_h.mul_(k), grad_m), grad_net, (grad_xi,)
+            grad_h = grad_h.addcmul_(c_2, xi, value=-1.0)
+        grad_u = (c_1 if self.gate is None else self._gate_backward(c_1, u, gate_u)) - c_2
+        grad_xi = -dot(c_2, h) if xi is not None and xi.requires_grad else None
+        if not self.official:
+            return (grad_h.mul_(k), grad_u), grad_net, (grad_xi,)
+        grad_a = grad_h.add_(grad_u, alpha=dr_t) if isinstance(dr_t, float) else grad_h.addcmul_(grad_u, dr_t)
+        return (grad_a, grad_u.mul_(r_t)), grad_net, (grad_xi,)
 
     def vjp_supported(self) -> bool:
-        """The paper system with known gates (official=True integrates through autograd)."""
-        return (super().vjp_supported() and not self.official
+        """Known gates (user callables integrate through autograd)."""
+        return (super().vjp_supported()
                 and all(g is None or b is not None for g, b in ((self.gate, self._gate_backward),
                                                                (self.f_gate, self._f_backward))))
 

@@ -20,12 +20,14 @@ class NODEField(VectorField):
     def rhs(self, t: torch.Tensor, h: torch.Tensor, coef: tuple) -> torch.Tensor:
         return self.net(t, h)
 
-    def rhs_vjp(self, t: torch.Tensor, h: torch.Tensor, coef: tuple, c: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], tuple]:
+    def rhs_forward(self, t: torch.Tensor, h: torch.Tensor, coef: tuple) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.net.forward_saved(t, h)
+
+    def rhs_backward(self, t: torch.Tensor, saved: list[torch.Tensor], coef: tuple, c: torch.Tensor
+                     ) -> tuple[torch.Tensor, list[torch.Tensor], tuple]:
         """c . df/dh and c . df/dparams: the network's own VJP."""
-        f, saved = self.net.forward_saved(t, h)
         grad_h, grad_net = self.net.vjp(saved, c)
-        return f, grad_h, grad_net, ()
+        return grad_h, grad_net, ()
 
 
 NODE_SPEC = ModelSpec(

@@ -29,15 +29,19 @@ class SecondOrderField(VectorField):
         y, v = state
         return v, self.net(t, torch.cat([y, v], 1))
 
-    def rhs_vjp(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], coef: tuple,
-                cotangent: tuple[torch.Tensor, torch.Tensor]) -> tuple[tuple, tuple, list[torch.Tensor], tuple]:
-        """With g = c_v . df/d[y, v]: (g_y, c_y + g_v)."""
+    def rhs_forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
+                    coef: tuple) -> tuple[tuple[torch.Tensor, torch.Tensor], list[torch.Tensor]]:
         y, v = state
-        c_y, c_v = cotangent
         f, saved = self.net.forward_saved(t, torch.cat([y, v], 1))
+        return (v, f), saved
+
+    def rhs_backward(self, t: torch.Tensor, saved: list[torch.Tensor], coef: tuple,
+                     cotangent: tuple[torch.Tensor, torch.Tensor]) -> tuple[tuple, list[torch.Tensor], tuple]:
+        """With g = c_v . df/d[y, v]: (g_y, c_y + g_v)."""
+        c_y, c_v = cotangent
         grad_in, grad_net = self.net.vjp(saved, c_v)
-        dim = y.shape[1]
-        return (v, f), (grad_in[:, :dim], grad_in[:, dim:] + c_y), grad_net, ()
+        dim = c_y.shape[1]
+        return (grad_in[:, :dim], grad_in[:, dim:] + c_y), grad_net, ()
 
 
 SONODE_SPEC = ModelSpec(

@@ -1,0 +1,148 @@
+"""Fused CPU ops for the elementwise tails of the vector fields (`_fused.cpp`).
+
+A field call is its network plus a tail of elementwise terms. On a CPU each ATen op costs a few
+microseconds of dispatch and autograd bookkeeping however small the tensor: AdamNODE's tail
+(softplus, rsqrt, five products, eight backward nodes) costs about as much as its network at
+Walker2D size. Here each tail is one differentiable op, forward and backward each one pass.
+
+The C++ file is compiled at first use with `torch.utils.cpp_extension` (about 20 s, once; needs a
+C++ compiler and ninja) into `$MONODE_CACHE_DIR` (default `~/.cache/monode`), and registered as
+`torch.ops.monode_fused`. On x86-64 Linux the loops call glibc's vector exp, log1p and tanh.
+Every entry point returns None when the op does not apply, and the caller runs its ATen ops:
+- off the CPU, for dtypes other than float32 and float64, for non-contiguous tensors or shapes
+  that differ, or for gates the op does not know;
+- while torch.compile traces (inductor fuses the ATen ops itself);
+- with `MONODE_FUSED=0`, or when the build failed (a warning, once).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ADAM_ACTIVATIONS", "available", "gate_code", "adam_tail", "adam_backward", "momentum_tail"]
+
+_SOURCE = Path(__file__).with_name("_fused.cpp")
+_DTYPES = (torch.float32, torch.float64)
+ADAM_ACTIVATIONS = {None: 0, F.softplus: 1, torch.sigmoid: 2}
+"""AdamNODE v-activations the op knows, with the code its C++ side switches on."""
+
+_ops = None
+_tried = False
+
+
+def _enabled() -> bool:
+    return os.environ.get("MONODE_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _flag_sets() -> list[list[str]]:
+    """C++ flags to try in order: the vector ISA and glibc's vector math first, then plain -O3."""
+    base = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
+    sets = []
+    if sys.platform.startswith("linux") and os.uname().machine == "x86_64":
+        isa = ["-mavx2", "-mfma"] if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else []
+        sets.append(base + isa + ["-DMONODE_LIBMVEC"])
+    sets.append(base)
+    return sets
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("MONODE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "monode")
+    return Path(root)
+
+
+def _build(flags: list[str]) -> None:
+    """Compile (or reuse the cached build of) `_fused.cpp` with `flags` and load its ops."""
+    from torch.utils import cpp_extension
+
+    key = hashlib.sha256(_SOURCE.read_bytes() + "\0".join([torch.__version__, *flags]).encode()).hexdigest()[:12]
+    build_dir = _cache_dir() / f"fused-{key}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    if not any(build_dir.glob("*.so")):
+        print(f"monode: building the fused CPU ops in {build_dir} (once, about 20 s)", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpp_extension.load(f"monode_fused_{key}", sources=[str(_SOURCE)], extra_cflags=flags,
+                           build_directory=str(build_dir), is_python_module=False, verbose=False)
+
+
+def available() -> bool:
+    """Whether the fused ops are loaded (building them on the first call); False if disabled or the build failed."""
+    global _ops, _tried
+    if _ops is None and not _tried and _enabled():
+        _tried = True
+        errors = []
+        for flags in _flag_sets():
+            try:
+                _build(flags)
+                _ops = torch.ops.monode_fused
+                break
+            except Exception as exc:  # a compiler, ninja or linker failure: try the next flags, then ATen
+                errors.append(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+        if _ops is None:
+            warnings.warn(f"monode: the fused CPU ops could not be built ({errors[-1]}); the fields use ATen ops "
+                          f"instead. Set MONODE_FUSED=0 to skip the build.", RuntimeWarning, stacklevel=3)
+    return _ops is not None
+
+
+def _applies(tensors: tuple[torch.Tensor, ...]) -> bool:
+    first = tensors[0]
+    if first.device.type != "cpu" or first.dtype not in _DTYPES or torch.compiler.is_compiling() or not _enabled():
+        return False
+    shape, dtype = first.shape, first.dtype
+    for x in tensors:
+        if x.shape != shape or x.dtype != dtype or not x.is_contiguous():
+            return False
+    return _ops is not None or available()
+
+
+def gate_code(fn: Optional[Callable]) -> Optional[tuple[int, float, float]]:
+    """(code, lo, hi) of a momentum gate for `momentum_tail` (identity, tanh, sigmoid, hardtanh(lo, hi)), or None."""
+    if fn is None:
+        return 0, 0.0, 0.0
+    if fn is torch.tanh:
+        return 1, 0.0, 0.0
+    if fn is torch.sigmoid:
+        return 2, 0.0, 0.0
+    if fn is F.hardtanh:
+        return 3, -1.0, 1.0
+    if isinstance(fn, functools.partial) and fn.func is F.hardtanh and not fn.args:
+        return 3, float(fn.keywords.get("min_val", -1.0)), float(fn.keywords.get("max_val", 1.0))
+    return None
+
+
+def adam_tail(f: torch.Tensor, h: torch.Tensor, m: torch.Tensor, v: torch.Tensor, beta1: torch.Tensor,
+              neg_beta2: torch.Tensor, neg_xi: Optional[torch.Tensor], kind: int, eps_squared: float
+              ) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """AdamNODE's (dh, dm, dv) as one differentiable op (sigma = identity), or None (use ATen ops)."""
+    if not _applies((f, h, m, v)):
+        return None
+    return _ops.adam_tail(f, h, m, v, beta1, neg_beta2, neg_xi, kind, eps_squared)
+
+
+def adam_backward(f: torch.Tensor, h: torch.Tensor, m: torch.Tensor, v: torch.Tensor, c_h: torch.Tensor,
+                  c_m: torch.Tensor, c_v: torch.Tensor, beta1: torch.Tensor, neg_beta2: torch.Tensor, kind: int,
+                  eps_squared: float) -> Optional[tuple[torch.Tensor, ...]]:
+    """AdamNODE's (grad_f, grad_m, grad_v, dots) for cotangents (c_h, c_m, c_v), or None (use ATen ops).
+
+    grad_f is what the network's VJP takes; dots (float64, 3) are <c_m, f - m>, <c_v, v - f^2>, <c_m, h>.
+    """
+    if not _applies((f, h, m, v, c_h, c_m, c_v)):
+        return None
+    return _ops.adam_backward(f, h, m, v, c_h, c_m, c_v, beta1, neg_beta2, kind, eps_squared)
+
+
+def momentum_tail(f: torch.Tensor, h: torch.Tensor, p: torch.Tensor, xi: Optional[torch.Tensor], r: float, dr: float,
+                  sign: int, gate: tuple[int, float, float], f_gate: tuple[int, float, float]
+                  ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """(sigma2(u), sign sigma3(f) - u - xi h) with u = r p + dr h, as one differentiable op, or None (use ATen ops)."""
+    if not _applies((f, h, p)):
+        return None
+    return _ops.momentum_tail(f, h, p, xi, r, dr, sign, *gate, *f_gate)
