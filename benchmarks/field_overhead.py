@@ -2,7 +2,8 @@
 
 Batch 256, hidden 24, f = the Walker field network (3-layer tanh MLP 24 -> 24, papers.md section 6).
 Per model: the bare network call f(t, h) vs the field call that a layer integrates
-(`field.bind()`: coefficients computed once per solve), forward alone and forward + backward
+(`field.bind()`: coefficients computed once per solve): forward without autograd (the adjoint's
+forward solve, evaluation), forward recording a graph, and forward + backward
 (torch.autograd.grad of the output sum with respect to the state and the parameters). Times are
 medians over many interleaved rounds; ratios are field / bare per round, then the median. The
 budget is ratio <= 1.5. "field vjp" is what monode's adjoint pays per backward evaluation instead: the
@@ -56,7 +57,7 @@ def _walker_net(f_in: int = HIDDEN, f_out: int = HIDDEN) -> MLPField:
 
 
 def _calls(func: Callable, t: torch.Tensor, state, wrt: Sequence[torch.Tensor]):
-    """(forward, forward+backward) closures of one call.
+    """(forward, forward+backward, forward without autograd) closures of one call.
 
     The backward is the gradient of the output's sum, taken as the vector-Jacobian product with
     all-ones cotangents (what a solver's backward pass does), so a tuple output pays no extra
@@ -71,7 +72,11 @@ def _calls(func: Callable, t: torch.Tensor, state, wrt: Sequence[torch.Tensor]):
     def forward_backward():
         out = func(t, state)
         return torch.autograd.grad(out, wrt, ones if isinstance(out, tuple) else ones[0], allow_unused=True)
-    return forward, forward_backward
+
+    def forward_no_grad():
+        with torch.no_grad():
+            return func(t, state)
+    return forward, forward_backward, forward_no_grad
 
 
 def _cases(device: torch.device):
@@ -153,15 +158,19 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(threads or default_threads)
         print(f"\nbatch {BATCH}, hidden {HIDDEN}, Walker f (3-layer tanh MLP), {device}, "
               f"{torch.get_num_threads()} thread(s); us per call, medians of {args.rounds} x {args.inner}")
-        print(f"{'model':<24}{'bare fwd':>9}{'field fwd':>10}{'ratio':>7}   "
-              f"{'bare f+b':>9}{'field f+b':>10}{'ratio':>7}   {'field vjp':>10}{'ratio':>7}")
+        print(f"{'':<24}{'forward, no grad':^26}   {'forward, recording':^26}   {'forward + backward':^26}   "
+              f"{'adjoint':^17}")
+        print(f"{'model':<24}" + f"{'bare':>9}{'field':>10}{'ratio':>7}   " * 3 + f"{'field vjp':>10}{'ratio':>7}")
         for label, bare, field, closed_form in _cases(device):
-            fb, ff, fr = _measure(bare[0], field[0], args.rounds, args.inner, sync)
-            bb, bf, br = _measure(bare[1], field[1], args.rounds, args.inner, sync)
+            ratios, cells = [], ""
+            for k in (2, 0, 1):
+                b, f, r = _measure(bare[k], field[k], args.rounds, args.inner, sync)
+                ratios.append(r)
+                cells += f"{b:>9.1f}{f:>10.1f}{r:>7.2f}   "
             vjp = "" if closed_form is None else "{1:>10.1f}{2:>7.2f}".format(
                 *_measure(bare[1], closed_form, args.rounds, args.inner, sync))
-            flag = "" if max(fr, br) <= 1.5 else "  > 1.5"
-            print(f"{label:<24}{fb:>9.1f}{ff:>10.1f}{fr:>7.2f}   {bb:>9.1f}{bf:>10.1f}{br:>7.2f}   {vjp:<17}{flag}")
+            flag = "" if max(ratios) <= 1.5 else "  > 1.5"
+            print(f"{label:<24}{cells}{vjp:<17}{flag}")
     torch.set_num_threads(default_threads)
 
 

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monode.dynamics import MLPField, TimeScaledField, build_model
+from monode.dynamics import MLPField, TimeScaledField, _fused, build_model
 from monode.dynamics._derivatives import activation_backward
 from monode.solvers import odeint_adjoint
 
@@ -34,16 +33,12 @@ NETS = [dict(depth=1), dict(depth=3, activation="tanh"), dict(depth=2, activatio
 
 @contextlib.contextmanager
 def aten_only():
-    """The fields' ATen ops, without the fused CPU ops (`MONODE_FUSED=0`)."""
-    old = os.environ.get("MONODE_FUSED")
-    os.environ["MONODE_FUSED"] = "0"
+    """The fields' ATen ops, without the fused CPU ops (as `MONODE_FUSED=0`)."""
+    old, _fused.ENABLED = _fused.ENABLED, False
     try:
         yield
     finally:
-        if old is None:
-            del os.environ["MONODE_FUSED"]
-        else:
-            os.environ["MONODE_FUSED"] = old
+        _fused.ENABLED = old
 
 
 def _autograd_vjp(bound, t, state, cotangent):

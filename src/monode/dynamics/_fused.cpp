@@ -18,6 +18,7 @@
 //   gates: 0 identity, 1 tanh, 2 sigmoid, 3 hardtanh(lo, hi).
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/mul.h>
@@ -95,11 +96,29 @@ void with_kind(int64_t kind, F&& f) {  // f(std::integral_constant<int, K>) for 
 template <typename T>
 T scalar(const Tensor& c) { return c.defined() ? c.item<T>() : T(0); }
 
+// Whether autograd records: skip the Function (its node and saved state) when it would not.
+bool needs_grad(std::initializer_list<Tensor> tensors, const std::optional<Tensor>& extra) {
+    if (!at::GradMode::is_enabled()) return false;
+    for (const auto& t : tensors)
+        if (t.requires_grad()) return true;
+    return extra && extra->requires_grad();
+}
+
+// The loops read f.numel() elements of every operand: same shape, dtype and device as f, dense.
+Tensor like(const Tensor& x, const Tensor& f, const char* name) {
+    TORCH_CHECK(x.sizes() == f.sizes() && x.scalar_type() == f.scalar_type() && x.device() == f.device(),
+                "monode_fused: ", name, " must have f's shape, dtype and device; got ", x.sizes(), " ",
+                x.scalar_type(), " vs ", f.sizes(), " ", f.scalar_type());
+    return x.contiguous();
+}
+
 // ---------------------------------------------------------------- AdamNODE
 
-std::tuple<Tensor, Tensor, Tensor> adam_forward_impl(const Tensor& f, const Tensor& h, const Tensor& m,
-                                                     const Tensor& v, const Tensor& beta1, const Tensor& nb2,
+std::tuple<Tensor, Tensor, Tensor> adam_forward_impl(const Tensor& f_, const Tensor& h_, const Tensor& m_,
+                                                     const Tensor& v_, const Tensor& beta1, const Tensor& nb2,
                                                      const std::optional<Tensor>& nxi, int64_t kind, double eps2) {
+    TORCH_CHECK(f_.device().is_cpu(), "monode_fused: CPU tensors only");
+    Tensor f = f_.contiguous(), h = like(h_, f, "h"), m = like(m_, f, "m"), v = like(v_, f, "v");
     Tensor dh = at::empty_like(f), dm = at::empty_like(f), dv = at::empty_like(f);
     const int64_t n = f.numel();
     AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "adam_forward", [&] {
@@ -126,10 +145,13 @@ std::tuple<Tensor, Tensor, Tensor> adam_forward_impl(const Tensor& f, const Tens
     return {dh, dm, dv};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> adam_backward(const Tensor& f, const Tensor& h, const Tensor& m,
-                                                         const Tensor& v, const Tensor& ch, const Tensor& cm,
-                                                         const Tensor& cv, const Tensor& beta1, const Tensor& nb2,
+std::tuple<Tensor, Tensor, Tensor, Tensor> adam_backward(const Tensor& f_, const Tensor& h_, const Tensor& m_,
+                                                         const Tensor& v_, const Tensor& ch_, const Tensor& cm_,
+                                                         const Tensor& cv_, const Tensor& beta1, const Tensor& nb2,
                                                          int64_t kind, double eps2) {
+    TORCH_CHECK(f_.device().is_cpu(), "monode_fused: CPU tensors only");
+    Tensor f = f_.contiguous(), h = like(h_, f, "h"), m = like(m_, f, "m"), v = like(v_, f, "v");
+    Tensor ch = like(ch_, f, "ch"), cm = like(cm_, f, "cm"), cv = like(cv_, f, "cv");
     Tensor gf = at::empty_like(f), gm = at::empty_like(f), gv = at::empty_like(f);
     Tensor dots = at::empty({3}, f.options().dtype(at::kDouble));
     const int64_t n = f.numel();
@@ -181,8 +203,7 @@ struct AdamTail : public torch::autograd::Function<AdamTail> {
     static variable_list backward(AutogradContext* ctx, variable_list grads) {
         auto s = ctx->get_saved_variables();
         const Tensor &f = s[0], &h = s[1], &m = s[2], &v = s[3], &beta1 = s[4], &nb2 = s[5], &nxi = s[6];
-        auto [gf, gm, gv, dots] = adam_backward(f, h, m, v, grads[0].contiguous(), grads[1].contiguous(),
-                                                grads[2].contiguous(), beta1, nb2, ctx->saved_data["kind"].toInt(),
+        auto [gf, gm, gv, dots] = adam_backward(f, h, m, v, grads[0], grads[1], grads[2], beta1, nb2, ctx->saved_data["kind"].toInt(),
                                                 ctx->saved_data["eps2"].toDouble());
         Tensor d = dots.to(f.scalar_type());
         Tensor gh = nxi.defined() ? at::mul(grads[1], nxi) : Tensor();
@@ -194,6 +215,7 @@ struct AdamTail : public torch::autograd::Function<AdamTail> {
 std::tuple<Tensor, Tensor, Tensor> adam_tail(const Tensor& f, const Tensor& h, const Tensor& m, const Tensor& v,
                                              const Tensor& beta1, const Tensor& nb2, const std::optional<Tensor>& nxi,
                                              int64_t kind, double eps2) {
+    if (!needs_grad({f, h, m, v, beta1, nb2}, nxi)) return adam_forward_impl(f, h, m, v, beta1, nb2, nxi, kind, eps2);
     auto out = AdamTail::apply(f, h, m, v, beta1, nb2, nxi, kind, eps2);
     return {out[0], out[1], out[2]};
 }
@@ -210,8 +232,10 @@ void with_gates(const Gates& g, F&& f) {
     with_kind(g.gate, [&](auto G) { with_kind(g.f_gate, [&](auto FG) { f(G, FG); }); });
 }
 
-std::tuple<Tensor, Tensor> momentum_forward_impl(const Tensor& f, const Tensor& h, const Tensor& p, const Tensor& xi,
+std::tuple<Tensor, Tensor> momentum_forward_impl(const Tensor& f_, const Tensor& h_, const Tensor& p_, const Tensor& xi,
                                                  double r, double dr, int64_t sign, const Gates& g) {
+    TORCH_CHECK(f_.device().is_cpu(), "monode_fused: CPU tensors only");
+    Tensor f = f_.contiguous(), h = like(h_, f, "h"), p = like(p_, f, "p");
     Tensor o1 = at::empty_like(f), o2 = at::empty_like(f);
     const int64_t n = f.numel();
     AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "momentum_forward", [&] {
@@ -235,9 +259,11 @@ std::tuple<Tensor, Tensor> momentum_forward_impl(const Tensor& f, const Tensor& 
     return {o1, o2};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> momentum_backward(const Tensor& f, const Tensor& h, const Tensor& p,
-                                                             const Tensor& xi, const Tensor& c1, const Tensor& c2,
+std::tuple<Tensor, Tensor, Tensor, Tensor> momentum_backward(const Tensor& f_, const Tensor& h_, const Tensor& p_,
+                                                             const Tensor& xi, const Tensor& c1_, const Tensor& c2_,
                                                              double r, double dr, int64_t sign, const Gates& g) {
+    Tensor f = f_.contiguous(), h = like(h_, f, "h"), p = like(p_, f, "p");
+    Tensor c1 = like(c1_, f, "c1"), c2 = like(c2_, f, "c2");
     Tensor gf = at::empty_like(f), gh = at::empty_like(f), gp = at::empty_like(f);
     Tensor dot = at::empty({}, f.options().dtype(at::kDouble));
     const int64_t n = f.numel();
@@ -288,8 +314,7 @@ struct MomentumTail : public torch::autograd::Function<MomentumTail> {
         auto s = ctx->get_saved_variables();
         auto gv = ctx->saved_data["gates"].toDoubleVector();
         Gates g{int64_t(gv[0]), int64_t(gv[1]), gv[2], gv[3], gv[4], gv[5]};
-        auto [gf, gh, gp, dot] = momentum_backward(s[0], s[1], s[2], s[3], grads[0].contiguous(),
-                                                   grads[1].contiguous(), ctx->saved_data["r"].toDouble(),
+        auto [gf, gh, gp, dot] = momentum_backward(s[0], s[1], s[2], s[3], grads[0], grads[1], ctx->saved_data["r"].toDouble(),
                                                    ctx->saved_data["dr"].toDouble(), ctx->saved_data["sign"].toInt(), g);
         const Tensor& xi = s[3];
         return {gf, gh, gp, xi.defined() ? dot.to(xi.scalar_type()) : Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
@@ -299,7 +324,9 @@ struct MomentumTail : public torch::autograd::Function<MomentumTail> {
 std::tuple<Tensor, Tensor> momentum_tail(const Tensor& f, const Tensor& h, const Tensor& p,
                                          const std::optional<Tensor>& xi, double r, double dr, int64_t sign,
                                          int64_t gate, double lo, double hi, int64_t f_gate, double f_lo, double f_hi) {
-    auto out = MomentumTail::apply(f, h, p, xi, r, dr, sign, Gates{gate, f_gate, lo, hi, f_lo, f_hi});
+    Gates g{gate, f_gate, lo, hi, f_lo, f_hi};
+    if (!needs_grad({f, h, p}, xi)) return momentum_forward_impl(f, h, p, xi ? *xi : Tensor(), r, dr, sign, g);
+    auto out = MomentumTail::apply(f, h, p, xi, r, dr, sign, g);
     return {out[0], out[1]};
 }
 

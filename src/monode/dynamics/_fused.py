@@ -9,10 +9,10 @@ The C++ file is compiled at first use with `torch.utils.cpp_extension` (about 20
 C++ compiler and ninja) into `$MONODE_CACHE_DIR` (default `~/.cache/monode`), and registered as
 `torch.ops.monode_fused`. On x86-64 Linux the loops call glibc's vector exp, log1p and tanh.
 Every entry point returns None when the op does not apply, and the caller runs its ATen ops:
-- off the CPU, for dtypes other than float32 and float64, for non-contiguous tensors or shapes
-  that differ, or for gates the op does not know;
+- off the CPU, for dtypes other than float32 and float64, or for gates the op does not know
+  (operands must match f's shape and dtype; non-contiguous ones are copied);
 - while torch.compile traces (inductor fuses the ATen ops itself);
-- with `MONODE_FUSED=0`, or when the build failed (a warning, once).
+- with `MONODE_FUSED=0` (or `ENABLED = False`), or when the build failed (a warning, once).
 """
 from __future__ import annotations
 
@@ -36,10 +36,8 @@ ADAM_ACTIVATIONS = {None: 0, F.softplus: 1, torch.sigmoid: 2}
 
 _ops = None
 _tried = False
-
-
-def _enabled() -> bool:
-    return os.environ.get("MONODE_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
+ENABLED = os.environ.get("MONODE_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
+"""False (`MONODE_FUSED=0` at import, or set here) keeps every field on its ATen ops."""
 
 
 def _flag_sets() -> list[list[str]]:
@@ -76,7 +74,7 @@ def _build(flags: list[str]) -> None:
 def available() -> bool:
     """Whether the fused ops are loaded (building them on the first call); False if disabled or the build failed."""
     global _ops, _tried
-    if _ops is None and not _tried and _enabled():
+    if _ops is None and not _tried and ENABLED:
         _tried = True
         errors = []
         for flags in _flag_sets():
@@ -92,14 +90,10 @@ def available() -> bool:
     return _ops is not None
 
 
-def _applies(tensors: tuple[torch.Tensor, ...]) -> bool:
-    first = tensors[0]
-    if first.device.type != "cpu" or first.dtype not in _DTYPES or torch.compiler.is_compiling() or not _enabled():
+def _applies(first: torch.Tensor) -> bool:
+    """Whether the ops take tensors like `first` (the C++ side checks that the others match it)."""
+    if not ENABLED or first.device.type != "cpu" or first.dtype not in _DTYPES or torch.compiler.is_compiling():
         return False
-    shape, dtype = first.shape, first.dtype
-    for x in tensors:
-        if x.shape != shape or x.dtype != dtype or not x.is_contiguous():
-            return False
     return _ops is not None or available()
 
 
@@ -122,7 +116,7 @@ def adam_tail(f: torch.Tensor, h: torch.Tensor, m: torch.Tensor, v: torch.Tensor
               neg_beta2: torch.Tensor, neg_xi: Optional[torch.Tensor], kind: int, eps_squared: float
               ) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """AdamNODE's (dh, dm, dv) as one differentiable op (sigma = identity), or None (use ATen ops)."""
-    if not _applies((f, h, m, v)):
+    if not _applies(f):
         return None
     return _ops.adam_tail(f, h, m, v, beta1, neg_beta2, neg_xi, kind, eps_squared)
 
@@ -134,7 +128,7 @@ def adam_backward(f: torch.Tensor, h: torch.Tensor, m: torch.Tensor, v: torch.Te
 
     grad_f is what the network's VJP takes; dots (float64, 3) are <c_m, f - m>, <c_v, v - f^2>, <c_m, h>.
     """
-    if not _applies((f, h, m, v, c_h, c_m, c_v)):
+    if not _applies(f):
         return None
     return _ops.adam_backward(f, h, m, v, c_h, c_m, c_v, beta1, neg_beta2, kind, eps_squared)
 
@@ -143,6 +137,6 @@ def momentum_tail(f: torch.Tensor, h: torch.Tensor, p: torch.Tensor, xi: Optiona
                   sign: int, gate: tuple[int, float, float], f_gate: tuple[int, float, float]
                   ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     """(sigma2(u), sign sigma3(f) - u - xi h) with u = r p + dr h, as one differentiable op, or None (use ATen ops)."""
-    if not _applies((f, h, p)):
+    if not _applies(f):
         return None
     return _ops.momentum_tail(f, h, p, xi, r, dr, sign, *gate, *f_gate)

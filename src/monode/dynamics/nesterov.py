@@ -89,9 +89,13 @@ class NesterovField(VectorField):
         self.f_gate = resolve_activation(f_activation, "f_activation")
         self._gate_backward, self._f_backward = activation_backward(self.gate), activation_backward(self.f_gate)
         self.sign, self.p = int(sign), float(p)
-        gates = (_fused.gate_code(self.gate), _fused.gate_code(self.f_gate))
-        self._fused_gates = None if None in gates else gates  # the fused op's gate codes (None: ATen ops only)
         register_xi(self, xi, xi_logit)
+        # The fused tail op's gate codes, or None (ATen ops): one op pays off where it replaces >= 4 ATen ops
+        # (u - sign sigma3(f), its negation, each gate, the xi term, official u = r b + r' a).
+        gates = (_fused.gate_code(self.gate), _fused.gate_code(self.f_gate))
+        aten_ops = (2 + (self.gate is not None) + (self.f_gate is not None) + 2 * self.official
+                    + ("xi_logit" in self._parameters or "xi" in self._buffers))
+        self._fused_gates = None if None in gates or aten_ops < 4 else gates
 
     def coefficients(self) -> tuple[torch.Tensor | None]:
         """(xi or None,)."""
