@@ -11,7 +11,8 @@ field's value and closed-form VJP (`BoundField.vjp`, no autograd), against the s
 HeavyBallNODE wrapper as papers.md describes it: state [B, 2, H] split and re-concatenated on
 dim 1, sigmoid(gamma~) and the softplus(c~) h correction on every call, a Python nfe counter.
 
-    python benchmarks/field_overhead.py [--rounds 30] [--inner 50] [--threads 1 0]
+    python benchmarks/field_overhead.py [--rounds 30] [--inner 50] [--threads 1 0] [--models adamnode,peer]
+                                        [--aten]  (without the fused CPU ops, for an A/B)
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monode.dynamics import MLPField, build_model
+from monode.dynamics import MLPField, _fused, build_model
 
 BATCH, HIDDEN = 256, 24
 MODEL_ROWS = [("node", {}), ("sonode", {}), ("hbnode", {}), ("ghbnode", {}), ("adamnode", {}),
@@ -79,14 +80,16 @@ def _calls(func: Callable, t: torch.Tensor, state, wrt: Sequence[torch.Tensor]):
     return forward, forward_backward, forward_no_grad
 
 
-def _cases(device: torch.device):
-    """(label, bare calls, field calls) per row."""
+def _cases(device: torch.device, models: set[str] | None):
+    """(label, bare calls, field calls) per row (rows of `models` only, if given)."""
     torch.manual_seed(0)
 
     def state(n: int):
         return tuple(torch.randn(BATCH, HIDDEN, device=device).requires_grad_() for _ in range(n))
 
     for name, options in MODEL_ROWS:
+        if models is not None and name not in models:
+            continue
         field = build_model(name, dim=HIDDEN, hidden=HIDDEN, net=_walker_net, **options).to(device)
         t = torch.tensor(field.t_span[0] + 0.5, device=device)  # mid-span
         s = state(field.state_size)
@@ -98,6 +101,8 @@ def _cases(device: torch.device):
         label = name + (" (official)" if options.get("official") else "")
         yield label, bare, _calls(bound, t, s[0] if field.state_size == 1 else s, wrt), _closed_form(bound, t, s)
 
+    if models is not None and "peer" not in models:
+        return
     t = torch.tensor(0.5, device=device)
     peer = OfficialStyleHeavyBall(_walker_net()).to(device)
     x = torch.randn(BATCH, 2, HIDDEN, device=device).requires_grad_()
@@ -149,7 +154,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 0],
                         help="torch thread counts to measure (0 = the default)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated rows to run (model names, 'peer'); default all")
+    parser.add_argument("--aten", action="store_true",
+                        help="the fields' ATen ops only, without the fused CPU ops (as MONODE_FUSED=0)")
     args = parser.parse_args(argv)
+    if args.aten:
+        _fused.ENABLED = False
+    models = None if args.models is None else set(args.models.split(","))
 
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -161,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'':<24}{'forward, no grad':^26}   {'forward, recording':^26}   {'forward + backward':^26}   "
               f"{'adjoint':^17}")
         print(f"{'model':<24}" + f"{'bare':>9}{'field':>10}{'ratio':>7}   " * 3 + f"{'field vjp':>10}{'ratio':>7}")
-        for label, bare, field, closed_form in _cases(device):
+        for label, bare, field, closed_form in _cases(device, models):
             ratios, cells = [], ""
             for k in (2, 0, 1):
                 b, f, r = _measure(bare[k], field[k], args.rounds, args.inner, sync)

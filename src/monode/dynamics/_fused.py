@@ -118,7 +118,7 @@ def adam_tail(f: torch.Tensor, h: torch.Tensor, m: torch.Tensor, v: torch.Tensor
     """AdamNODE's (dh, dm, dv) as one differentiable op (sigma = identity), or None (use ATen ops)."""
     if not _applies(f):
         return None
-    return _ops.adam_tail(f, h, m, v, beta1, neg_beta2, neg_xi, kind, eps_squared)
+    return _ops.adam_tail.default(f, h, m, v, beta1, neg_beta2, neg_xi, kind, eps_squared)
 
 
 def adam_backward(f: torch.Tensor, h: torch.Tensor, m: torch.Tensor, v: torch.Tensor, c_h: torch.Tensor,
@@ -130,7 +130,7 @@ def adam_backward(f: torch.Tensor, h: torch.Tensor, m: torch.Tensor, v: torch.Te
     """
     if not _applies(f):
         return None
-    return _ops.adam_backward(f, h, m, v, c_h, c_m, c_v, beta1, neg_beta2, kind, eps_squared)
+    return _ops.adam_backward.default(f, h, m, v, c_h, c_m, c_v, beta1, neg_beta2, kind, eps_squared)
 
 
 def momentum_tail(f: torch.Tensor, h: torch.Tensor, p: torch.Tensor, xi: Optional[torch.Tensor], r: float, dr: float,
@@ -139,4 +139,4 @@ def momentum_tail(f: torch.Tensor, h: torch.Tensor, p: torch.Tensor, xi: Optiona
     """(sigma2(u), sign sigma3(f) - u - xi h) with u = r p + dr h, as one differentiable op, or None (use ATen ops)."""
     if not _applies(f):
         return None
-    return _ops.momentum_tail(f, h, p, xi, r, dr, sign, *gate, *f_gate)
+    return _ops.momentum_tail.default(f, h, p, xi, r, dr, sign, *gate, *f_gate)

@@ -106,10 +106,11 @@ class NesterovField(VectorField):
         k = nesterov_k(t, self.p)
         return k if self.k_gate is None else self.k_gate(k)
 
-    def _clock(self, t: torch.Tensor) -> tuple[Any, Any]:
-        """(sigma1(k(t)), (r(t), r'(t))) for `rhs`: Python floats for a CPU time outside torch.compile
-        (t never carries gradients, so this only saves the scalar tensor ops of every call), tensors
-        otherwise. Only the parts the mode needs are computed."""
+    def _clock(self, t: torch.Tensor) -> tuple[Any, tuple[Any, Any]]:
+        """(k, (r, dr)) for `rhs`: f is evaluated at h = k x (k = sigma1(k(t)); official: k = None, h = a) and
+        the momentum is u = r p + dr h ((r, dr) = (1, 0) for the paper system, (r(t), r'(t)) official).
+        Python floats for a CPU time outside torch.compile (t never carries gradients, so this only saves
+        the scalar tensor ops of every call), tensors otherwise."""
         if t.device.type == "cpu" and not torch.compiler.is_compiling():
             tf = float(t)
             if tf > 0:
@@ -117,24 +118,17 @@ class NesterovField(VectorField):
                     r = math.exp(0.5 * self.p * math.log(tf) - 0.5 * tf)
                     return None, (r, (0.5 * self.p / tf - 0.5) * r)
                 if self._k_gate_float is not None:
-                    return self._k_gate_float(math.exp(-0.5 * self.p * math.log(tf) + 0.5 * tf)), None
+                    return self._k_gate_float(math.exp(-0.5 * self.p * math.log(tf) + 0.5 * tf)), _PAPER_R
         if self.official:
             r = nesterov_r(t, self.p)
             return None, (r, (0.5 * self.p / t - 0.5) * r)
-        return self.gated_k(t), None
+        return self.gated_k(t), _PAPER_R
 
     def rhs(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
             coef: tuple[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        h, p, k, r = self._position(t, state)
-        return self._tail(self.net(t, h), h, p, r, coef)[0]
-
-    def _position(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple:
-        """(h, p, k, (r, dr)): f is evaluated at h and the momentum is u = r p + dr h. Paper: h = k x, p = m,
-        (r, dr) = (1, 0); official: h = a, p = b, (r, dr) = (r(t), r'(t)), k unused."""
         k, r = self._clock(t)
-        if self.official:
-            return state[0], state[1], None, r
-        return state[0] * k, state[1], k, (1.0, 0.0)
+        h = state[0] if k is None else state[0] * k
+        return self._tail(self.net(t, h), h, state[1], r, coef)[0]
 
     def _terms(self, f: torch.Tensor, h: torch.Tensor, p: torch.Tensor, r: tuple
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -152,19 +146,20 @@ class NesterovField(VectorField):
               ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple | None]:
         """((sigma2(u), sign sigma3(f) - u - xi h), (u, sigma3(f), sigma2(u)) or None from the fused op)."""
         (xi,) = coef
-        if self._fused_gates is not None and isinstance(r[0], float):
+        if self._fused_gates is not None and type(r[0]) is float:
             fused = _fused.momentum_tail(f, h, p, xi, r[0], r[1], self.sign, *self._fused_gates)
             if fused is not None:
                 return fused, None
         u, gated_f, gate_u = terms = self._terms(f, h, p, r)
-        dm = torch.add(u, gated_f, alpha=-self.sign)  # -(dm) = u - sign sigma3(f) + xi h
+        dm = torch.add(u, gated_f) if self.sign == -1 else torch.sub(u, gated_f)  # -(dm) = u - sign sigma3(f) + xi h
         if xi is not None:
             dm = dm.addcmul_(h, xi)
         return (gate_u, dm.neg_()), terms
 
     def rhs_forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
                     coef: tuple[torch.Tensor | None]) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple]:
-        h, p, k, r = self._position(t, state)
+        k, r = self._clock(t)
+        h, p = (state[0] if k is None else state[0] * k), state[1]
         f, net_saved = self.net.forward_saved(t, h)
         out, terms = self._tail(f, h, p, r, coef)
         return out, (net_saved, f, h, p, k, r, terms)
@@ -234,6 +229,7 @@ def _float_gate(gate: Callable | None) -> Callable[[float], float] | None:
     return None
 
 
+_PAPER_R = (1.0, 0.0)  # (r, dr) of the paper system: u = m
 _HARDTANH_HALF = ("hardtanh", 0.5)
 
 NESTEROVNODE_SPEC = ModelSpec(
