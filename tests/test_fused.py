@@ -128,3 +128,25 @@ def test_build_failure_warns_once_and_fields_use_aten_ops(monkeypatch, tmp_path)
         torch.testing.assert_close(a, b)
     assert _fused.adam_tail(*state, *state[:1], torch.tensor(0.5, dtype=F64), torch.tensor(-0.5, dtype=F64),
                             None, 1, 1e-16) is None
+
+
+@pytest.mark.parametrize("name, options", [("adamnode", {}), ("gnesterovnode", {})])
+def test_large_states_split_across_threads_match_aten(name, options, monkeypatch):
+    """Past the parallel grain (32768 elements) the forward loop is split across threads: same values."""
+    torch.manual_seed(3)
+    field = build_model(name, dim=4, hidden=8, net="conv", **options).double()
+    t = torch.tensor(1.4, dtype=F64)
+    state = tuple(torch.randn(40, 4, 16, 16, dtype=F64) for _ in range(field.state_size))  # 40960 elements
+    if field.state_size == 3:
+        state = (state[0], state[1], state[2].abs())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            out = field.bind()(t, state)
+            monkeypatch.setattr(_fused, "ENABLED", False)
+            ref = field.bind()(t, state)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(ref, out):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)

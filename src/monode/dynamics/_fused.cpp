@@ -17,6 +17,7 @@
 //   NesterovNODE: p = m, r = 1, dr = 0; the official field: p = b, h = a, r = r(t), dr = r'(t).
 //   gates: 0 identity, 1 tanh, 2 sigmoid, 3 hardtanh(lo, hi).
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
@@ -96,6 +97,8 @@ void with_kind(int64_t kind, F&& f) {  // f(std::integral_constant<int, K>) for 
 template <typename T>
 T scalar(const Tensor& c) { return c.defined() ? c.item<T>() : T(0); }
 
+constexpr int64_t kGrain = 32768;  // elements per task of at::parallel_for (smaller tensors: one thread)
+
 // Whether autograd records: skip the Function (its node and saved state) when it would not.
 bool needs_grad(std::initializer_list<Tensor> tensors, const std::optional<Tensor>& extra) {
     if (!at::GradMode::is_enabled()) return false;
@@ -132,14 +135,16 @@ std::tuple<Tensor, Tensor, Tensor> adam_forward_impl(const Tensor& f_, const Ten
         T* __restrict__ odm = dm.data_ptr<T>();
         T* __restrict__ odv = dv.data_ptr<T>();
         with_kind(kind, [&](auto K) {
+            at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
             _Pragma("omp simd")
-            for (int64_t i = 0; i < n; ++i) {
+            for (int64_t i = begin; i < end; ++i) {
                 T x = pv[i], fi = pf[i], mi = pm[i], a, da;
                 activation<T, decltype(K)::value>(x, a, da);
                 odh[i] = mi / std::sqrt(a + e2);
                 odm[i] = (fi - mi) * b1 + ph[i] * xi;
                 odv[i] = (x - fi * fi) * b2;
             }
+            });
         });
     });
     return {dh, dm, dv};
@@ -168,10 +173,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> adam_backward(const Tensor& f_, const
         T* __restrict__ ogf = gf.data_ptr<T>();
         T* __restrict__ ogm = gm.data_ptr<T>();
         T* __restrict__ ogv = gv.data_ptr<T>();
-        double s1 = 0, s2 = 0, s3 = 0;
+        double s1 = 0, s2 = 0, s3 = 0;  // one pass, in order: the reduction is serial
         with_kind(kind, [&](auto K) {
+            const int64_t begin = 0, end = n;
             _Pragma("omp simd reduction(+ : s1, s2, s3)")
-            for (int64_t i = 0; i < n; ++i) {
+            for (int64_t i = begin; i < end; ++i) {
                 T x = pv[i], fi = pf[i], mi = pm[i], chi = pch[i], cmi = pcm[i], cvi = pcv[i], a, da;
                 activation<T, decltype(K)::value>(x, a, da);
                 T r = T(1) / std::sqrt(a + e2);
@@ -248,12 +254,14 @@ std::tuple<Tensor, Tensor> momentum_forward_impl(const Tensor& f_, const Tensor&
         T* __restrict__ q1 = o1.data_ptr<T>();
         T* __restrict__ q2 = o2.data_ptr<T>();
         with_gates(g, [&](auto G, auto FG) {
+            at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
             _Pragma("omp simd")
-            for (int64_t i = 0; i < n; ++i) {
+            for (int64_t i = begin; i < end; ++i) {
                 T hi_ = ph[i], u = pp[i] * tr + hi_ * tdr;
                 q1[i] = gate<T, decltype(G)::value>(u, lo, hi);
                 q2[i] = s * gate<T, decltype(FG)::value>(pf[i], flo, fhi) - u - x * hi_;
             }
+            });
         });
     });
     return {o1, o2};
@@ -279,10 +287,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> momentum_backward(const Tensor& f_, c
         T* __restrict__ ogf = gf.data_ptr<T>();
         T* __restrict__ ogh = gh.data_ptr<T>();
         T* __restrict__ ogp = gp.data_ptr<T>();
-        double acc = 0;
+        double acc = 0;  // one pass, in order: the reduction is serial
         with_gates(g, [&](auto G, auto FG) {
+            const int64_t begin = 0, end = n;
             _Pragma("omp simd reduction(+ : acc)")
-            for (int64_t i = 0; i < n; ++i) {
+            for (int64_t i = begin; i < end; ++i) {
                 T hi_ = ph[i], u = pp[i] * tr + hi_ * tdr, fi = pf[i], c2i = pc2[i];
                 T gu = gate<T, decltype(G)::value>(u, lo, hi);
                 T gfv = gate<T, decltype(FG)::value>(fi, flo, fhi);

@@ -42,7 +42,7 @@ ENABLED = os.environ.get("MONODE_FUSED", "1").strip().lower() not in ("0", "fals
 
 def _flag_sets() -> list[list[str]]:
     """C++ flags to try in order: the vector ISA and glibc's vector math first, then plain -O3."""
-    base = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
+    base = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]  # OpenMP: at::parallel_for, simd loops
     sets = []
     if sys.platform.startswith("linux") and os.uname().machine == "x86_64":
         isa = ["-mavx2", "-mfma"] if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else []
@@ -67,7 +67,7 @@ def _build(flags: list[str]) -> None:
         print(f"monode: building the fused CPU ops in {build_dir} (once, about 20 s)", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cpp_extension.load(f"monode_fused_{key}", sources=[str(_SOURCE)], extra_cflags=flags,
+        cpp_extension.load(f"monode_fused_{key}", sources=[str(_SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
                            build_directory=str(build_dir), is_python_module=False, verbose=False)
 
 
