@@ -42,8 +42,17 @@ def _hardtanh(low: float, high: float) -> Backward:
     return backward
 
 
+def hardtanh_bounds(act: object) -> Optional[tuple[float, float]]:
+    """(min_val, max_val) if `act` is F.hardtanh or a keyword-only partial of it (`("hardtanh", c)`), else None."""
+    if act is F.hardtanh:
+        return -1.0, 1.0
+    if isinstance(act, functools.partial) and act.func is F.hardtanh and not act.args:
+        return float(act.keywords.get("min_val", -1.0)), float(act.keywords.get("max_val", 1.0))
+    return None
+
+
 _BY_FUNCTION: dict[Callable, Backward] = {torch.tanh: _tanh, torch.sigmoid: _sigmoid, torch.relu: _relu,
-                                          F.relu: _relu, F.softplus: _softplus, F.hardtanh: _hardtanh(-1.0, 1.0)}
+                                          F.relu: _relu, F.softplus: _softplus}
 
 
 def activation_backward(act: object) -> Optional[Backward]:
@@ -59,8 +68,9 @@ def activation_backward(act: object) -> Optional[Backward]:
         return _softplus if (act.beta, act.threshold) == (1.0, 20.0) else None
     if isinstance(act, nn.Hardtanh):
         return _hardtanh(act.min_val, act.max_val)
-    if isinstance(act, functools.partial) and act.func is F.hardtanh and not act.args:
-        return _hardtanh(act.keywords.get("min_val", -1.0), act.keywords.get("max_val", 1.0))
+    bounds = hardtanh_bounds(act)
+    if bounds is not None:
+        return _hardtanh(*bounds)
     try:
         return _BY_FUNCTION.get(act)  # type: ignore[arg-type]
     except TypeError:  # unhashable callable

@@ -175,9 +175,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> adam_backward(const Tensor& f_, const
         T* __restrict__ ogv = gv.data_ptr<T>();
         double s1 = 0, s2 = 0, s3 = 0;  // one pass, in order: the reduction is serial
         with_kind(kind, [&](auto K) {
-            const int64_t begin = 0, end = n;
             _Pragma("omp simd reduction(+ : s1, s2, s3)")
-            for (int64_t i = begin; i < end; ++i) {
+            for (int64_t i = 0; i < n; ++i) {
                 T x = pv[i], fi = pf[i], mi = pm[i], chi = pch[i], cmi = pcm[i], cvi = pcv[i], a, da;
                 activation<T, decltype(K)::value>(x, a, da);
                 T r = T(1) / std::sqrt(a + e2);
@@ -289,9 +288,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> momentum_backward(const Tensor& f_, c
         T* __restrict__ ogp = gp.data_ptr<T>();
         double acc = 0;  // one pass, in order: the reduction is serial
         with_gates(g, [&](auto G, auto FG) {
-            const int64_t begin = 0, end = n;
             _Pragma("omp simd reduction(+ : acc)")
-            for (int64_t i = begin; i < end; ++i) {
+            for (int64_t i = 0; i < n; ++i) {
                 T hi_ = ph[i], u = pp[i] * tr + hi_ * tdr, fi = pf[i], c2i = pc2[i];
                 T gu = gate<T, decltype(G)::value>(u, lo, hi);
                 T gfv = gate<T, decltype(FG)::value>(fi, flo, fhi);

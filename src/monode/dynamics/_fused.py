@@ -16,7 +16,6 @@ Every entry point returns None when the op does not apply, and the caller runs i
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import sys
@@ -26,6 +25,8 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+
+from ._derivatives import hardtanh_bounds
 
 __all__ = ["ADAM_ACTIVATIONS", "available", "gate_code", "adam_tail", "adam_backward", "momentum_tail"]
 
@@ -105,11 +106,8 @@ def gate_code(fn: Optional[Callable]) -> Optional[tuple[int, float, float]]:
         return 1, 0.0, 0.0
     if fn is torch.sigmoid:
         return 2, 0.0, 0.0
-    if fn is F.hardtanh:
-        return 3, -1.0, 1.0
-    if isinstance(fn, functools.partial) and fn.func is F.hardtanh and not fn.args:
-        return 3, float(fn.keywords.get("min_val", -1.0)), float(fn.keywords.get("max_val", 1.0))
-    return None
+    bounds = hardtanh_bounds(fn)
+    return None if bounds is None else (3, *bounds)
 
 
 def adam_tail(f: torch.Tensor, h: torch.Tensor, m: torch.Tensor, v: torch.Tensor, beta1: torch.Tensor,

@@ -104,23 +104,22 @@ class AdamField(VectorField):
         f, net_saved, (h, m, v), aux = saved
         c_h, c_m, c_v = cotangent
         beta1, neg_beta2, neg_xi = coef
+        wanted = (beta1.requires_grad, neg_beta2.requires_grad, neg_xi is not None and neg_xi.requires_grad)
         fused = None
         if self._fused_kind is not None:
             fused = _fused.adam_backward(f, h, m, v, c_h, c_m, c_v, beta1, neg_beta2, self._fused_kind,
                                          self.eps_squared)
         if fused is not None:
             grad_f, grad_m, grad_v, dots = fused
-            d_beta1, d_neg_beta2, d_neg_xi = dots.to(f.dtype).unbind()
+            grad_coef = tuple(d if w else None for d, w in zip(dots.to(f.dtype).unbind(), wanted))
         else:
             grad_f, grad_m, grad_v = self._backward_aten(f, (h, m, v), coef, cotangent, aux)
-            d_beta1 = dot(c_m, f - m) if beta1.requires_grad else None
-            d_neg_beta2 = dot(c_v, torch.addcmul(v, f, f, value=-1.0)) if neg_beta2.requires_grad else None
-            d_neg_xi = dot(c_m, h) if neg_xi is not None and neg_xi.requires_grad else None
+            grad_coef = (dot(c_m, f - m) if wanted[0] else None,
+                         dot(c_v, torch.addcmul(v, f, f, value=-1.0)) if wanted[1] else None,
+                         dot(c_m, h) if wanted[2] else None)
         grad_h, grad_net = self.net.vjp(net_saved, grad_f)
         if neg_xi is not None:
             grad_h = grad_h.addcmul_(c_m, neg_xi)
-        grad_coef = (d_beta1 if beta1.requires_grad else None, d_neg_beta2 if neg_beta2.requires_grad else None,
-                     d_neg_xi if neg_xi is not None and neg_xi.requires_grad else None)
         return (grad_h, grad_m, grad_v), grad_net, grad_coef
 
     def _backward_aten(self, f: torch.Tensor, state: tuple, coef: tuple, cotangent: tuple, aux: tuple | None

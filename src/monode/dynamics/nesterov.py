@@ -28,15 +28,13 @@ Official signs: MNIST/point cloud sign = -1 (default), Walker sign = +1 (preset 
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from ._base import ActivationSpec, ModelSpec, State, VectorField, dot, register_xi, resolve_activation
-from ._derivatives import activation_backward
+from ._derivatives import activation_backward, hardtanh_bounds
 from . import _fused
 from .networks import InitialVelocity
 
@@ -221,10 +219,9 @@ def _float_gate(gate: Callable | None) -> Callable[[float], float] | None:
         return math.tanh
     if gate is torch.sigmoid:
         return lambda k: 1.0 / (1.0 + math.exp(-k))
-    if gate is F.hardtanh:
-        return lambda k: min(max(k, -1.0), 1.0)
-    if isinstance(gate, functools.partial) and gate.func is F.hardtanh and not gate.args:
-        low, high = gate.keywords.get("min_val", -1.0), gate.keywords.get("max_val", 1.0)
+    bounds = hardtanh_bounds(gate)
+    if bounds is not None:
+        low, high = bounds
         return lambda k: min(max(k, low), high)
     return None
 
