@@ -1,6 +1,7 @@
 """The model family: registry, equations at hand-computed points, analytic solutions, parameter counts."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -8,7 +9,8 @@ import torch
 import torchdiffeq
 from torch import nn
 
-from monode.dynamics import (EXPERIMENTS, MODELS, AdamField, HeavyBallField, NesterovField, TimeScaledField,
+from monode.dynamics import (EXPERIMENTS, MODELS, AdamField, HeavyBallField, MLPField, NesterovField,
+                             TimeScaledField,
                              build_initializer, build_model, nesterov_dr, nesterov_k, nesterov_r)
 from monode.layers import ODEBlock, image_classifier
 from problems import NesterovHForm, damped_oscillator_exact
@@ -317,3 +319,45 @@ def test_nesterov_float_clock_equals_the_tensor_clock(gate) -> None:
         assert float(k) == pytest.approx(float(field.gated_k(t)), rel=1e-12)
         _, (r, dr) = official._clock(t)
         assert (r, dr) == pytest.approx((float(nesterov_r(t)), float(nesterov_dr(t))), rel=1e-12)
+
+
+@pytest.mark.parametrize("options", [dict(activation="tanh"), dict(activation="relu", depth=1),
+                                     dict(activation="tanh", time=True), dict(activation="elu")])
+def test_mlp_input_scale_is_the_scaled_call(options) -> None:
+    """f(t, x, input_scale=k) = f(t, k x), folded into the first matmul where it can be (2-D, no time column)."""
+    torch.manual_seed(0)
+    net = MLPField(4, 8, **options).double()
+    t = torch.tensor(0.3, dtype=F64)
+    for x in (torch.randn(5, 4, dtype=F64), torch.randn(2, 3, 4, dtype=F64)):
+        if x.dim() == 3 and options.get("time"):
+            continue  # the time column is for [B, features] inputs
+        torch.testing.assert_close(net(t, x, input_scale=1.7), net(t, 1.7 * x), rtol=1e-13, atol=1e-13)
+
+
+class _Plain(nn.Module):
+    """Wraps a network without its `input_scale` keyword: the field then multiplies h = k x itself."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.net(t, h)
+
+
+@pytest.mark.parametrize("name", ["nesterovnode", "gnesterovnode"])
+def test_nesterov_k_folded_into_the_network_equals_the_multiply(name) -> None:
+    torch.manual_seed(1)
+    folded = build_model(name, dim=4, hidden=8, net=lambda i, o: MLPField(i, 8, o)).double()
+    plain = copy.deepcopy(folded)
+    plain.net = _Plain(plain.net)
+    assert folded.net.accepts_input_scale and not hasattr(plain.net, "accepts_input_scale")
+    t = torch.tensor(1.4, dtype=F64)
+    state = tuple(torch.randn(3, 4, dtype=F64, requires_grad=True) for _ in range(2))
+    outs = [field.bind()(t, state) for field in (folded, plain)]
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+    grads = [torch.autograd.grad(sum(o.sum() for o in out), (*state, *field.parameters()))
+             for out, field in zip(outs, (folded, plain))]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

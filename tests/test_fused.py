@@ -19,7 +19,11 @@ CASES = [
     ("gnesterovnode", {}, True),  # MNIST: hardtanh(+-0.5) gates, learnable xi
     ("gnesterovnode", dict(activation="tanh", k_activation="tanh", f_activation="sigmoid", xi=1.5, xi_logit=None), True),
     ("nesterovnode", dict(official=True), True), ("nesterovnode", dict(official=True, sign=1, xi_logit=0.2), True),
-    ("nesterovnode", {}, False),  # two ATen ops: cheaper than one call
+    ("nesterovnode", {}, False), ("nesterovnode", dict(sign=1, xi=0.4), False),  # add, negate: cheaper as ATen
+    ("gnesterovnode", dict(activation=None, k_activation=None, f_activation="tanh", xi_logit=None), True),
+    ("hbnode", {}, False),  # one addcmul: no cheaper as a call
+    ("hbnode", dict(xi=0.7), False), ("ghbnode", {}, True),  # tanh gate, learnable xi
+    ("ghbnode", dict(activation=("hardtanh", 0.5), xi_logit=None, learn_gamma=False), True),
 ]
 
 
@@ -58,7 +62,7 @@ def _call_and_grads(field, t, state, cot):
 def test_fused_tail_equals_aten_ops(name, options, fused, dtype, tol, monkeypatch):
     field = _field(name, options, dtype)
     used = []
-    for op in ("adam_tail", "momentum_tail", "adam_backward"):
+    for op in ("adam_tail", "momentum_tail", "adam_backward", "momentum_backward"):
         original = getattr(_fused, op)
         monkeypatch.setattr(_fused, op, lambda *a, _o=original, _n=op: used.append(_n) or _o(*a))
     t = torch.tensor(1.5, dtype=dtype)

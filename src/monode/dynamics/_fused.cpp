@@ -1,20 +1,23 @@
-// Fused elementwise tails of monode's vector fields, as differentiable torch ops (see _fused.py, which
-// builds this file at first use). A field call is its network plus a tail of elementwise terms; on a
-// CPU each ATen op costs microseconds of dispatch and autograd bookkeeping whatever the tensor size,
-// so the tail is one op here: one pass forward, one pass backward.
+// Fused elementwise tails of monode's vector fields, as differentiable ops (see _fused.py, which builds
+// this file at first use). A field call is its network plus a tail of elementwise terms; on a CPU each
+// ATen op costs microseconds of dispatch and autograd bookkeeping whatever the tensor size, so the tail
+// is one op here: one pass forward, one pass backward. The ops are plain pybind11 functions (no
+// dispatcher, no boxing): a call costs about as much as one ATen op. Scalar coefficients are read
+// through their data pointer, not item(), which would dispatch.
 //
-// monode_fused::adam_tail (adam.py), state (h, m, v), network output f, a = act(v), r = (a + eps^2)^(-1/2):
+// adam_tail (adam.py), state (h, m, v), network output f, a = act(v), r = (a + eps^2)^(-1/2):
 //   dh = m r,   dm = beta1 (f - m) + nxi h,   dv = nb2 (v - f^2)          (nb2 = -beta2, nxi = -xi)
 // adam_backward, cotangents (ch, cm, cv), gives what its VJP needs:
 //   grad_f = beta1 cm - 2 nb2 f cv,  grad_m = r ch - beta1 cm,  grad_v = -r^3 act'(v) m ch / 2 + nb2 cv,
 //   dots = (<cm, f - m>, <cv, v - f^2>, <cm, h>)  (d/dbeta1, d/dnb2, d/dnxi; grad_h = grad_f . df/dh + nxi cm)
 //   act: 0 identity, 1 softplus (torch's: above 20 it is the identity), 2 sigmoid.
 //
-// monode_fused::momentum_tail (nesterov.py), with u = r p + dr h (the momentum the gates see):
-//   out1 = sigma2(u),   out2 = sign sigma3(f) - u - xi h
-//   backward: c_u = sigma2'(u) c1 - c2; grad_f = sign sigma3'(f) c2; grad_h = dr c_u - xi c2;
-//             grad_p = r c_u; grad_xi = -<c2, h>.
-//   NesterovNODE: p = m, r = 1, dr = 0; the official field: p = b, h = a, r = r(t), dr = r'(t).
+// momentum_tail (heavy_ball.py, nesterov.py), with h = hs x and the momentum u = r p + dr h:
+//   out1 = sigma2(u),   out2 = sign sigma3(f) + d u + nxi h          (d = damp, or -1 when absent)
+//   backward: c_u = sigma2'(u) c1 + d c2; grad_f = sign sigma3'(f) c2; grad_x = hs (dr c_u + nxi c2);
+//             grad_p = r c_u; d/d damp = <c2, u>; d/d nxi = hs <c2, x>.
+//   HBNODE: p = m, x = h, d = -gamma, sigma3 = identity; NesterovNODE: p = m, d = -1, x the state and
+//   hs = k(t) (h = k x); the official Nesterov field: p = b, x = a, hs = 1, r = r(t), dr = r'(t).
 //   gates: 0 identity, 1 tanh, 2 sigmoid, 3 hardtanh(lo, hi).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -23,8 +26,11 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/mul.h>
-#include <torch/csrc/autograd/custom_function.h>
-#include <torch/library.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include <cmath>
 
@@ -41,7 +47,8 @@ __attribute__((simd("notinbranch"))) double tanh(double);
 
 namespace {
 
-using torch::autograd::AutogradContext;
+using torch::autograd::Node;
+using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 using at::Tensor;
 
@@ -94,17 +101,27 @@ void with_kind(int64_t kind, F&& f) {  // f(std::integral_constant<int, K>) for 
     }
 }
 
+// A scalar coefficient (0 if absent): read in place when it has the loop's dtype (item() would dispatch).
 template <typename T>
-T scalar(const Tensor& c) { return c.defined() ? c.item<T>() : T(0); }
+T scalar(const Tensor& c) {
+    if (!c.defined()) return T(0);
+    TORCH_CHECK(c.numel() == 1 && c.device().is_cpu(), "monode_fused: coefficients must be one-element CPU tensors");
+    return c.scalar_type() == c10::CppTypeToScalarType<T>::value ? *c.data_ptr<T>() : c.item<T>();
+}
 
 constexpr int64_t kGrain = 32768;  // elements per task of at::parallel_for (smaller tensors: one thread)
 
+Tensor opt(const std::optional<Tensor>& t) { return t ? *t : Tensor(); }
+
+// An output's incoming gradient: zeros where the output was not used (the engine passes undefined).
+Tensor or_zeros(const Tensor& grad, const Tensor& like) { return grad.defined() ? grad : at::zeros_like(like); }
+
 // Whether autograd records: skip the Function (its node and saved state) when it would not.
-bool needs_grad(std::initializer_list<Tensor> tensors, const std::optional<Tensor>& extra) {
+bool needs_grad(std::initializer_list<Tensor> tensors) {
     if (!at::GradMode::is_enabled()) return false;
     for (const auto& t : tensors)
-        if (t.requires_grad()) return true;
-    return extra && extra->requires_grad();
+        if (t.defined() && t.requires_grad()) return true;
+    return false;
 }
 
 // The loops read f.numel() elements of every operand: same shape, dtype and device as f, dense.
@@ -195,70 +212,81 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> adam_backward(const Tensor& f_, const
     return {gf, gm, gv, dots};
 }
 
-struct AdamTail : public torch::autograd::Function<AdamTail> {
-    static variable_list forward(AutogradContext* ctx, const Tensor& f, const Tensor& h, const Tensor& m,
-                                 const Tensor& v, const Tensor& beta1, const Tensor& nb2,
-                                 const std::optional<Tensor>& nxi, int64_t kind, double eps2) {
-        ctx->save_for_backward({f, h, m, v, beta1, nb2, nxi ? *nxi : Tensor()});
-        ctx->saved_data["kind"] = kind;
-        ctx->saved_data["eps2"] = eps2;
-        auto [dh, dm, dv] = adam_forward_impl(f, h, m, v, beta1, nb2, nxi, kind, eps2);
-        return {dh, dm, dv};
+// The backward node autograd records for adam_tail (a plain Node, as ATen's generated ones: cheaper to
+// record than a custom Function's, which a field call pays on every evaluation).
+struct AdamTailBackward : public Node {
+    SavedVariable f, h, m, v, beta1, nb2, nxi;
+    int64_t kind = 0;
+    double eps2 = 0;
+    std::string name() const override { return "monode::AdamTailBackward"; }
+    void release_variables() override {
+        for (auto* s : {&f, &h, &m, &v, &beta1, &nb2, &nxi}) s->reset_data();
     }
-    static variable_list backward(AutogradContext* ctx, variable_list grads) {
-        auto s = ctx->get_saved_variables();
-        const Tensor &f = s[0], &h = s[1], &m = s[2], &v = s[3], &beta1 = s[4], &nb2 = s[5], &nxi = s[6];
-        auto [gf, gm, gv, dots] = adam_backward(f, h, m, v, grads[0], grads[1], grads[2], beta1, nb2, ctx->saved_data["kind"].toInt(),
-                                                ctx->saved_data["eps2"].toDouble());
-        Tensor d = dots.to(f.scalar_type());
-        Tensor gh = nxi.defined() ? at::mul(grads[1], nxi) : Tensor();
-        return {gf, gh, gm, gv, d[0].to(beta1.scalar_type()), d[1].to(nb2.scalar_type()),
-                nxi.defined() ? d[2].to(nxi.scalar_type()) : Tensor(), Tensor(), Tensor()};
+    variable_list apply(variable_list&& grads) override {
+        Tensor f_ = f.unpack(), h_ = h.unpack(), m_ = m.unpack(), v_ = v.unpack(), b1 = beta1.unpack(), b2 = nb2.unpack();
+        Tensor xi = nxi.unpack();
+        auto [gf, gm, gv, dots] = adam_backward(f_, h_, m_, v_, or_zeros(grads[0], f_), or_zeros(grads[1], f_),
+                                                or_zeros(grads[2], f_), b1, b2, kind, eps2);
+        Tensor d = dots.to(f_.scalar_type());
+        Tensor gh = xi.defined() && grads[1].defined() ? at::mul(grads[1], xi) : Tensor();
+        return {gf, gh, gm, gv, d[0].to(b1.scalar_type()), d[1].to(b2.scalar_type()),
+                xi.defined() ? d[2].to(xi.scalar_type()) : Tensor()};
     }
 };
 
 std::tuple<Tensor, Tensor, Tensor> adam_tail(const Tensor& f, const Tensor& h, const Tensor& m, const Tensor& v,
                                              const Tensor& beta1, const Tensor& nb2, const std::optional<Tensor>& nxi,
                                              int64_t kind, double eps2) {
-    if (!needs_grad({f, h, m, v, beta1, nb2}, nxi)) return adam_forward_impl(f, h, m, v, beta1, nb2, nxi, kind, eps2);
-    auto out = AdamTail::apply(f, h, m, v, beta1, nb2, nxi, kind, eps2);
-    return {out[0], out[1], out[2]};
+    auto [dh, dm, dv] = adam_forward_impl(f, h, m, v, beta1, nb2, nxi, kind, eps2);
+    if (needs_grad({f, h, m, v, beta1, nb2, opt(nxi)})) {
+        auto node = c10::make_intrusive<AdamTailBackward>();
+        node->set_next_edges(torch::autograd::collect_next_edges(f, h, m, v, beta1, nb2, opt(nxi)));
+        node->f = SavedVariable(f, false), node->h = SavedVariable(h, false), node->m = SavedVariable(m, false);
+        node->v = SavedVariable(v, false), node->beta1 = SavedVariable(beta1, false);
+        node->nb2 = SavedVariable(nb2, false), node->nxi = SavedVariable(opt(nxi), false);
+        node->kind = kind, node->eps2 = eps2;
+        const c10::intrusive_ptr<Node> grad_fn = node;
+        for (Tensor* out : {&dh, &dm, &dv}) torch::autograd::set_history(*out, grad_fn);
+    }
+    return {dh, dm, dv};
 }
 
-// ---------------------------------------------------------------- NesterovNODE
+// ---------------------------------------------------------------- heavy-ball and Nesterov momentum
 
-struct Gates {
+struct Momentum {  // the op's constants: u = r p + dr h, h = hs x, out2 = sign sigma3(f) + d u + nxi h
+    double r, dr, hs, sign;
     int64_t gate, f_gate;
     double lo, hi, f_lo, f_hi;
 };
 
 template <typename F>
-void with_gates(const Gates& g, F&& f) {
-    with_kind(g.gate, [&](auto G) { with_kind(g.f_gate, [&](auto FG) { f(G, FG); }); });
+void with_gates(const Momentum& c, F&& f) {
+    with_kind(c.gate, [&](auto G) { with_kind(c.f_gate, [&](auto FG) { f(G, FG); }); });
 }
 
-std::tuple<Tensor, Tensor> momentum_forward_impl(const Tensor& f_, const Tensor& h_, const Tensor& p_, const Tensor& xi,
-                                                 double r, double dr, int64_t sign, const Gates& g) {
+std::tuple<Tensor, Tensor> momentum_forward_impl(const Tensor& f_, const Tensor& x_, const Tensor& p_,
+                                                 const Tensor& damp, const Tensor& nxi, const Momentum& c) {
     TORCH_CHECK(f_.device().is_cpu(), "monode_fused: CPU tensors only");
-    Tensor f = f_.contiguous(), h = like(h_, f, "h"), p = like(p_, f, "p");
+    Tensor f = f_.contiguous(), x = like(x_, f, "h"), p = like(p_, f, "p");
     Tensor o1 = at::empty_like(f), o2 = at::empty_like(f);
     const int64_t n = f.numel();
     AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "momentum_forward", [&] {
         using T = scalar_t;
-        const T x = scalar<T>(xi), tr = T(r), tdr = T(dr), s = T(sign);
-        const T lo = T(g.lo), hi = T(g.hi), flo = T(g.f_lo), fhi = T(g.f_hi);
+        const T d = damp.defined() ? scalar<T>(damp) : T(-1), hs = T(c.hs), r = T(c.r), drh = T(c.dr * c.hs);
+        const T xih = scalar<T>(nxi) * hs, s = T(c.sign);
+        const T lo = T(c.lo), hi = T(c.hi), flo = T(c.f_lo), fhi = T(c.f_hi);
         const T* __restrict__ pf = f.data_ptr<T>();
-        const T* __restrict__ ph = h.data_ptr<T>();
+        const T* __restrict__ px = x.data_ptr<T>();
         const T* __restrict__ pp = p.data_ptr<T>();
         T* __restrict__ q1 = o1.data_ptr<T>();
         T* __restrict__ q2 = o2.data_ptr<T>();
-        with_gates(g, [&](auto G, auto FG) {
+        with_gates(c, [&](auto G, auto FG) {
             at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
             _Pragma("omp simd")
             for (int64_t i = begin; i < end; ++i) {
-                T hi_ = ph[i], u = pp[i] * tr + hi_ * tdr;
+                T xi_ = px[i], u = pp[i] * r + xi_ * drh;
                 q1[i] = gate<T, decltype(G)::value>(u, lo, hi);
-                q2[i] = s * gate<T, decltype(FG)::value>(pf[i], flo, fhi) - u - x * hi_;
+                q2[i] = s * gate<T, decltype(FG)::value>(pf[i], flo, fhi) + d * u + xih * xi_;
             }
             });
         });
@@ -266,90 +294,97 @@ std::tuple<Tensor, Tensor> momentum_forward_impl(const Tensor& f_, const Tensor&
     return {o1, o2};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> momentum_backward(const Tensor& f_, const Tensor& h_, const Tensor& p_,
-                                                             const Tensor& xi, const Tensor& c1_, const Tensor& c2_,
-                                                             double r, double dr, int64_t sign, const Gates& g) {
-    Tensor f = f_.contiguous(), h = like(h_, f, "h"), p = like(p_, f, "p");
+// (grad_f, grad_x, grad_p, dots = (<c2, u>, hs <c2, x>) in float64)
+std::tuple<Tensor, Tensor, Tensor, Tensor> momentum_backward_impl(const Tensor& f_, const Tensor& x_, const Tensor& p_,
+                                                                  const Tensor& damp, const Tensor& nxi, const Tensor& c1_,
+                                                                  const Tensor& c2_, const Momentum& c) {
+    Tensor f = f_.contiguous(), x = like(x_, f, "h"), p = like(p_, f, "p");
     Tensor c1 = like(c1_, f, "c1"), c2 = like(c2_, f, "c2");
-    Tensor gf = at::empty_like(f), gh = at::empty_like(f), gp = at::empty_like(f);
-    Tensor dot = at::empty({}, f.options().dtype(at::kDouble));
+    Tensor gf = at::empty_like(f), gx = at::empty_like(f), gp = at::empty_like(f);
+    Tensor dots = at::empty({2}, f.options().dtype(at::kDouble));
     const int64_t n = f.numel();
     AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "momentum_backward", [&] {
         using T = scalar_t;
-        const T x = scalar<T>(xi), tr = T(r), tdr = T(dr), s = T(sign);
-        const T lo = T(g.lo), hi = T(g.hi), flo = T(g.f_lo), fhi = T(g.f_hi);
+        const T d = damp.defined() ? scalar<T>(damp) : T(-1), hs = T(c.hs), r = T(c.r), drh = T(c.dr * c.hs);
+        const T xih = scalar<T>(nxi) * hs, s = T(c.sign);
+        const T lo = T(c.lo), hi = T(c.hi), flo = T(c.f_lo), fhi = T(c.f_hi);
         const T* __restrict__ pf = f.data_ptr<T>();
-        const T* __restrict__ ph = h.data_ptr<T>();
+        const T* __restrict__ px = x.data_ptr<T>();
         const T* __restrict__ pp = p.data_ptr<T>();
         const T* __restrict__ pc1 = c1.data_ptr<T>();
         const T* __restrict__ pc2 = c2.data_ptr<T>();
         T* __restrict__ ogf = gf.data_ptr<T>();
-        T* __restrict__ ogh = gh.data_ptr<T>();
+        T* __restrict__ ogx = gx.data_ptr<T>();
         T* __restrict__ ogp = gp.data_ptr<T>();
-        double acc = 0;  // one pass, in order: the reduction is serial
-        with_gates(g, [&](auto G, auto FG) {
-            _Pragma("omp simd reduction(+ : acc)")
+        double su = 0, sx = 0;  // one pass, in order: the reductions are serial
+        with_gates(c, [&](auto G, auto FG) {
+            _Pragma("omp simd reduction(+ : su, sx)")
             for (int64_t i = 0; i < n; ++i) {
-                T hi_ = ph[i], u = pp[i] * tr + hi_ * tdr, fi = pf[i], c2i = pc2[i];
+                T xi_ = px[i], u = pp[i] * r + xi_ * drh, fi = pf[i], c2i = pc2[i];
                 T gu = gate<T, decltype(G)::value>(u, lo, hi);
                 T gfv = gate<T, decltype(FG)::value>(fi, flo, fhi);
-                T cu = gate_slope<T, decltype(G)::value>(u, gu, lo, hi) * pc1[i] - c2i;
+                T cu = gate_slope<T, decltype(G)::value>(u, gu, lo, hi) * pc1[i] + d * c2i;
                 ogf[i] = s * gate_slope<T, decltype(FG)::value>(fi, gfv, flo, fhi) * c2i;
-                ogh[i] = tdr * cu - x * c2i;
-                ogp[i] = tr * cu;
-                acc += double(c2i) * double(hi_);
+                ogx[i] = drh * cu + xih * c2i;
+                ogp[i] = r * cu;
+                su += double(c2i) * double(u);
+                sx += double(c2i) * double(xi_);
             }
         });
-        *dot.data_ptr<double>() = -acc;
+        double* o = dots.data_ptr<double>();
+        o[0] = su, o[1] = sx * c.hs;
     });
-    return {gf, gh, gp, dot};
+    return {gf, gx, gp, dots};
 }
 
-struct MomentumTail : public torch::autograd::Function<MomentumTail> {
-    static variable_list forward(AutogradContext* ctx, const Tensor& f, const Tensor& h, const Tensor& p,
-                                 const std::optional<Tensor>& xi_, double r, double dr, int64_t sign, Gates g) {
-        Tensor xi = xi_ ? *xi_ : Tensor();
-        ctx->save_for_backward({f, h, p, xi});
-        ctx->saved_data["r"] = r;
-        ctx->saved_data["dr"] = dr;
-        ctx->saved_data["sign"] = sign;
-        ctx->saved_data["gates"] = std::vector<double>{double(g.gate), double(g.f_gate), g.lo, g.hi, g.f_lo, g.f_hi};
-        auto [o1, o2] = momentum_forward_impl(f, h, p, xi, r, dr, sign, g);
-        return {o1, o2};
+struct MomentumTailBackward : public Node {  // as AdamTailBackward, for momentum_tail
+    SavedVariable f, x, p, damp, nxi;
+    Momentum c{};
+    std::string name() const override { return "monode::MomentumTailBackward"; }
+    void release_variables() override {
+        for (auto* s : {&f, &x, &p, &damp, &nxi}) s->reset_data();
     }
-    static variable_list backward(AutogradContext* ctx, variable_list grads) {
-        auto s = ctx->get_saved_variables();
-        auto gv = ctx->saved_data["gates"].toDoubleVector();
-        Gates g{int64_t(gv[0]), int64_t(gv[1]), gv[2], gv[3], gv[4], gv[5]};
-        auto [gf, gh, gp, dot] = momentum_backward(s[0], s[1], s[2], s[3], grads[0], grads[1], ctx->saved_data["r"].toDouble(),
-                                                   ctx->saved_data["dr"].toDouble(), ctx->saved_data["sign"].toInt(), g);
-        const Tensor& xi = s[3];
-        return {gf, gh, gp, xi.defined() ? dot.to(xi.scalar_type()) : Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    variable_list apply(variable_list&& grads) override {
+        Tensor f_ = f.unpack(), d = damp.unpack(), xi = nxi.unpack();
+        auto [gf, gx, gp, dots] = momentum_backward_impl(f_, x.unpack(), p.unpack(), d, xi, or_zeros(grads[0], f_),
+                                                         or_zeros(grads[1], f_), c);
+        Tensor dd = d.defined() || xi.defined() ? dots.to(f_.scalar_type()) : Tensor();
+        return {gf, gx, gp, d.defined() ? dd[0].to(d.scalar_type()) : Tensor(),
+                xi.defined() ? dd[1].to(xi.scalar_type()) : Tensor()};
     }
 };
 
-std::tuple<Tensor, Tensor> momentum_tail(const Tensor& f, const Tensor& h, const Tensor& p,
-                                         const std::optional<Tensor>& xi, double r, double dr, int64_t sign,
-                                         int64_t gate, double lo, double hi, int64_t f_gate, double f_lo, double f_hi) {
-    Gates g{gate, f_gate, lo, hi, f_lo, f_hi};
-    if (!needs_grad({f, h, p}, xi)) return momentum_forward_impl(f, h, p, xi ? *xi : Tensor(), r, dr, sign, g);
-    auto out = MomentumTail::apply(f, h, p, xi, r, dr, sign, g);
-    return {out[0], out[1]};
+std::tuple<Tensor, Tensor> momentum_tail(const Tensor& f, const Tensor& x, const Tensor& p,
+                                         const std::optional<Tensor>& damp, const std::optional<Tensor>& nxi,
+                                         double hs, double r, double dr, int64_t sign, int64_t gate, double lo,
+                                         double hi, int64_t f_gate, double f_lo, double f_hi) {
+    Momentum c{r, dr, hs, double(sign), gate, f_gate, lo, hi, f_lo, f_hi};
+    auto [o1, o2] = momentum_forward_impl(f, x, p, opt(damp), opt(nxi), c);
+    if (needs_grad({f, x, p, opt(damp), opt(nxi)})) {
+        auto node = c10::make_intrusive<MomentumTailBackward>();
+        node->set_next_edges(torch::autograd::collect_next_edges(f, x, p, opt(damp), opt(nxi)));
+        node->f = SavedVariable(f, false), node->x = SavedVariable(x, false), node->p = SavedVariable(p, false);
+        node->damp = SavedVariable(opt(damp), false), node->nxi = SavedVariable(opt(nxi), false);
+        node->c = c;
+        const c10::intrusive_ptr<Node> grad_fn = node;
+        for (Tensor* out : {&o1, &o2}) torch::autograd::set_history(*out, grad_fn);
+    }
+    return {o1, o2};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> momentum_backward(
+        const Tensor& f, const Tensor& x, const Tensor& p, const std::optional<Tensor>& damp,
+        const std::optional<Tensor>& nxi, const Tensor& c1, const Tensor& c2, double hs, double r, double dr,
+        int64_t sign, int64_t gate, double lo, double hi, int64_t f_gate, double f_lo, double f_hi) {
+    Momentum c{r, dr, hs, double(sign), gate, f_gate, lo, hi, f_lo, f_hi};
+    return momentum_backward_impl(f, x, p, opt(damp), opt(nxi), c1, c2, c);
 }
 
 }  // namespace
 
-TORCH_LIBRARY(monode_fused, m) {
-    m.def("adam_tail(Tensor f, Tensor h, Tensor m, Tensor v, Tensor beta1, Tensor nb2, Tensor? nxi, int kind, "
-          "float eps2) -> (Tensor, Tensor, Tensor)");
-    m.def("adam_backward(Tensor f, Tensor h, Tensor m, Tensor v, Tensor ch, Tensor cm, Tensor cv, Tensor beta1, "
-          "Tensor nb2, int kind, float eps2) -> (Tensor, Tensor, Tensor, Tensor)");
-    m.def("momentum_tail(Tensor f, Tensor h, Tensor p, Tensor? xi, float r, float dr, int sign, int gate, float lo, "
-          "float hi, int f_gate, float f_lo, float f_hi) -> (Tensor, Tensor)");
-}
-
-TORCH_LIBRARY_IMPL(monode_fused, CompositeImplicitAutograd, m) {
-    m.impl("adam_tail", &adam_tail);
-    m.impl("adam_backward", &adam_backward);
-    m.impl("momentum_tail", &momentum_tail);
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.def("adam_tail", &adam_tail);
+    m.def("adam_backward", &adam_backward);
+    m.def("momentum_tail", &momentum_tail);
+    m.def("momentum_backward", &momentum_backward);
 }

@@ -5,9 +5,11 @@ microseconds of dispatch and autograd bookkeeping however small the tensor: Adam
 (softplus, rsqrt, five products, eight backward nodes) costs about as much as its network at
 Walker2D size. Here each tail is one differentiable op, forward and backward each one pass.
 
-The C++ file is compiled at first use with `torch.utils.cpp_extension` (about 20 s, once; needs a
-C++ compiler and ninja) into `$MONODE_CACHE_DIR` (default `~/.cache/monode`), and registered as
-`torch.ops.monode_fused`. On x86-64 Linux the loops call glibc's vector exp, log1p and tanh.
+The C++ file is compiled at first use with `torch.utils.cpp_extension` (about 30 s, once; needs a
+C++ compiler and ninja) into `$MONODE_CACHE_DIR` (default `~/.cache/monode`) as a small Python
+module: its functions are called directly (pybind11), not through `torch.ops`, whose boxed dispatch
+would cost more than the ATen ops an op replaces. Autograd still records them (each forward op is a
+C++ `torch::autograd::Function`). On x86-64 Linux the loops call glibc's vector exp, log1p and tanh.
 Every entry point returns None when the op does not apply, and the caller runs its ATen ops:
 - off the CPU, for dtypes other than float32 and float64, or for gates the op does not know
   (operands must match f's shape and dtype; non-contiguous ones are copied);
@@ -28,7 +30,8 @@ import torch.nn.functional as F
 
 from ._derivatives import hardtanh_bounds
 
-__all__ = ["ADAM_ACTIVATIONS", "available", "gate_code", "adam_tail", "adam_backward", "momentum_tail"]
+__all__ = ["ADAM_ACTIVATIONS", "available", "gate_code", "adam_tail", "adam_backward", "momentum_tail",
+           "momentum_backward"]
 
 _SOURCE = Path(__file__).with_name("_fused.cpp")
 _DTYPES = (torch.float32, torch.float64)
@@ -57,19 +60,19 @@ def _cache_dir() -> Path:
     return Path(root)
 
 
-def _build(flags: list[str]) -> None:
-    """Compile (or reuse the cached build of) `_fused.cpp` with `flags` and load its ops."""
+def _build(flags: list[str]):
+    """Compile (or reuse the cached build of) `_fused.cpp` with `flags` and import it."""
     from torch.utils import cpp_extension
 
     key = hashlib.sha256(_SOURCE.read_bytes() + "\0".join([torch.__version__, *flags]).encode()).hexdigest()[:12]
     build_dir = _cache_dir() / f"fused-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
     if not any(build_dir.glob("*.so")):
-        print(f"monode: building the fused CPU ops in {build_dir} (once, about 20 s)", file=sys.stderr)
+        print(f"monode: building the fused CPU ops in {build_dir} (once, about 30 s)", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cpp_extension.load(f"monode_fused_{key}", sources=[str(_SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
-                           build_directory=str(build_dir), is_python_module=False, verbose=False)
+        return cpp_extension.load(f"monode_fused_{key}", sources=[str(_SOURCE)], extra_cflags=flags,
+                                  extra_ldflags=["-fopenmp"], build_directory=str(build_dir), verbose=False)
 
 
 def available() -> bool:
@@ -80,8 +83,7 @@ def available() -> bool:
         errors = []
         for flags in _flag_sets():
             try:
-                _build(flags)
-                _ops = torch.ops.monode_fused
+                _ops = _build(flags)
                 break
             except Exception as exc:  # a compiler, ninja or linker failure: try the next flags, then ATen
                 errors.append(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
@@ -116,7 +118,7 @@ def adam_tail(f: torch.Tensor, h: torch.Tensor, m: torch.Tensor, v: torch.Tensor
     """AdamNODE's (dh, dm, dv) as one differentiable op (sigma = identity), or None (use ATen ops)."""
     if not _applies(f):
         return None
-    return _ops.adam_tail.default(f, h, m, v, beta1, neg_beta2, neg_xi, kind, eps_squared)
+    return _ops.adam_tail(f, h, m, v, beta1, neg_beta2, neg_xi, kind, eps_squared)
 
 
 def adam_backward(f: torch.Tensor, h: torch.Tensor, m: torch.Tensor, v: torch.Tensor, c_h: torch.Tensor,
@@ -128,13 +130,26 @@ def adam_backward(f: torch.Tensor, h: torch.Tensor, m: torch.Tensor, v: torch.Te
     """
     if not _applies(f):
         return None
-    return _ops.adam_backward.default(f, h, m, v, c_h, c_m, c_v, beta1, neg_beta2, kind, eps_squared)
+    return _ops.adam_backward(f, h, m, v, c_h, c_m, c_v, beta1, neg_beta2, kind, eps_squared)
 
 
-def momentum_tail(f: torch.Tensor, h: torch.Tensor, p: torch.Tensor, xi: Optional[torch.Tensor], r: float, dr: float,
-                  sign: int, gate: tuple[int, float, float], f_gate: tuple[int, float, float]
+def momentum_tail(f: torch.Tensor, x: torch.Tensor, p: torch.Tensor, damp: Optional[torch.Tensor],
+                  nxi: Optional[torch.Tensor], hs: float, r: float, dr: float, sign: int,
+                  gate: tuple[int, float, float], f_gate: tuple[int, float, float]
                   ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """(sigma2(u), sign sigma3(f) - u - xi h) with u = r p + dr h, as one differentiable op, or None (use ATen ops)."""
+    """(sigma2(u), sign sigma3(f) + damp u + nxi h) with h = hs x, u = r p + dr h (damp None: -1), as one
+    differentiable op, or None (use ATen ops). `gate`, `f_gate`: `gate_code`s of sigma2, sigma3."""
     if not _applies(f):
         return None
-    return _ops.momentum_tail.default(f, h, p, xi, r, dr, sign, *gate, *f_gate)
+    return _ops.momentum_tail(f, x, p, damp, nxi, hs, r, dr, sign, *gate, *f_gate)
+
+
+def momentum_backward(f: torch.Tensor, x: torch.Tensor, p: torch.Tensor, damp: Optional[torch.Tensor],
+                      nxi: Optional[torch.Tensor], c_1: torch.Tensor, c_2: torch.Tensor, hs: float, r: float,
+                      dr: float, sign: int, gate: tuple[int, float, float], f_gate: tuple[int, float, float]
+                      ) -> Optional[tuple[torch.Tensor, ...]]:
+    """`momentum_tail`'s VJP for cotangents (c_1, c_2), or None (use ATen ops): (grad_f, grad_x, grad_p, dots),
+    dots (float64, 2) = (<c_2, u>, hs <c_2, x>), the gradients of damp and nxi."""
+    if not _applies(f):
+        return None
+    return _ops.momentum_backward(f, x, p, damp, nxi, c_1, c_2, hs, r, dr, sign, *gate, *f_gate)

@@ -23,6 +23,7 @@ import torch
 from ._base import ActivationSpec, ModelSpec, VectorField, dot, register_scalar, register_xi, resolve_activation
 from ._derivatives import activation_backward
 from .networks import InitialVelocity
+from . import _fused
 
 __all__ = ["HeavyBallField", "HBNODE_SPEC", "GHBNODE_SPEC"]
 
@@ -46,6 +47,9 @@ class HeavyBallField(VectorField):
         self._gate_backward = activation_backward(self.gate)
         register_scalar(self, "gamma_logit", gamma_logit, trainable=learn_gamma)
         register_xi(self, xi, xi_logit)
+        # the fused tail op's gate code where there is a gate (GHBNODE), else None: the ungated tail's one or two
+        # addcmul ops cost less than a call (measured with benchmarks/field_overhead.py)
+        self._fused_gate = None if self.gate is None else _fused.gate_code(self.gate)
 
     def coefficients(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(-gamma, -xi or None)."""
@@ -60,6 +64,10 @@ class HeavyBallField(VectorField):
               coef: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
         h, m = state
         neg_gamma, neg_xi = coef
+        if self._fused_gate is not None:
+            fused = _fused.momentum_tail(f, h, m, neg_gamma, neg_xi, 1.0, 1.0, 0.0, 1, self._fused_gate, _IDENTITY)
+            if fused is not None:
+                return fused
         dm = torch.addcmul(f, m, neg_gamma)
         if neg_xi is not None:
             dm = dm.addcmul_(h, neg_xi)
@@ -78,6 +86,18 @@ class HeavyBallField(VectorField):
         net_saved, (h, m), dh = saved
         c_h, c_m = cotangent
         neg_gamma, neg_xi = coef
+        fused = None
+        if self._fused_gate is not None:
+            # f is read only through sigma3 = identity's slope: any tensor of its shape stands in for it
+            fused = _fused.momentum_backward(c_m, h, m, neg_gamma, neg_xi, c_h, c_m, 1.0, 1.0, 0.0, 1,
+                                             self._fused_gate, _IDENTITY)
+        if fused is not None:
+            _, grad_tail, grad_m, dots = fused  # grad_tail = -xi c_m, grad_m = sigma'(m) c_h - gamma c_m
+            grad_h, grad_net = self.net.vjp(net_saved, c_m)
+            dots = dots.to(h.dtype)
+            grad_coef = (dots[0] if neg_gamma.requires_grad else None,
+                         dots[1] if neg_xi is not None and neg_xi.requires_grad else None)
+            return (grad_h.add_(grad_tail) if neg_xi is not None else grad_h, grad_m), grad_net, grad_coef
         if self.gate is None:
             grad_m = torch.addcmul(c_h, c_m, neg_gamma)
         else:
@@ -93,6 +113,7 @@ class HeavyBallField(VectorField):
         return super().vjp_supported() and (self.gate is None or self._gate_backward is not None)
 
 
+_IDENTITY = _fused.gate_code(None)
 _LN2 = math.log(2.0)  # softplus(0): the official c~ = 0
 
 HBNODE_SPEC = ModelSpec(

@@ -88,16 +88,16 @@ class NesterovField(VectorField):
         self._gate_backward, self._f_backward = activation_backward(self.gate), activation_backward(self.f_gate)
         self.sign, self.p = int(sign), float(p)
         register_xi(self, xi, xi_logit)
-        # The fused tail op's gate codes, or None (ATen ops): one op pays off where it replaces >= 4 ATen ops
-        # (u - sign sigma3(f), its negation, each gate, the xi term, official u = r b + r' a).
+        # The fused tail op's gate codes, or None (ATen ops): one op call pays off over a gate or the official
+        # u = r b + r' a; the plain tail (u - sign f, its negation, the xi term) is cheaper as ATen ops.
         gates = (_fused.gate_code(self.gate), _fused.gate_code(self.f_gate))
-        aten_ops = (2 + (self.gate is not None) + (self.f_gate is not None) + 2 * self.official
-                    + ("xi_logit" in self._parameters or "xi" in self._buffers))
-        self._fused_gates = None if None in gates or aten_ops < 4 else gates
+        worth_it = self.official or self.gate is not None or self.f_gate is not None
+        self._fused_gates = None if None in gates or not worth_it else gates
 
     def coefficients(self) -> tuple[torch.Tensor | None]:
-        """(xi or None,)."""
-        return (self.xi_value(),)
+        """(-xi or None,): the sign folded in once per solve."""
+        xi = self.xi_value()
+        return (None if xi is None else -xi,)
 
     def gated_k(self, t: torch.Tensor) -> torch.Tensor:
         """sigma1(k(t)): h = sigma1(k(t)) x."""
@@ -125,60 +125,73 @@ class NesterovField(VectorField):
     def rhs(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
             coef: tuple[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
         k, r = self._clock(t)
-        h = state[0] if k is None else state[0] * k
-        return self._tail(self.net(t, h), h, state[1], r, coef)[0]
+        x, p = state
+        net = self.net
+        if k is None:  # official: f sees a
+            return self._tail(net(t, x), x, 1.0, p, r, coef)
+        if type(k) is float and getattr(net, "accepts_input_scale", False):  # h = k x folded into f's first layer
+            return self._tail(net(t, x, input_scale=k), x, k, p, r, coef)
+        h = x * k
+        return self._tail(net(t, h), h, 1.0, p, r, coef)
 
-    def _terms(self, f: torch.Tensor, h: torch.Tensor, p: torch.Tensor, r: tuple
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(u, sigma3(f), sigma2(u)) with ATen ops."""
-        r_t, dr_t = r
+    def _u(self, x: torch.Tensor, p: torch.Tensor, r: tuple) -> torch.Tensor:
+        """The momentum u = r p + dr h the gate sees (p itself for the paper system; h = x in official mode)."""
         if not self.official:
-            u = p
-        elif isinstance(dr_t, float):
-            u = torch.mul(p, r_t).add_(h, alpha=dr_t)
-        else:
-            u = torch.mul(p, r_t).addcmul_(h, dr_t)
-        return u, (f if self.f_gate is None else self.f_gate(f)), (u if self.gate is None else self.gate(u))
+            return p
+        r_t, dr_t = r
+        if isinstance(dr_t, float):
+            return torch.mul(p, r_t).add_(x, alpha=dr_t)
+        return torch.mul(p, r_t).addcmul_(x, dr_t)
 
-    def _tail(self, f: torch.Tensor, h: torch.Tensor, p: torch.Tensor, r: tuple, coef: tuple[torch.Tensor | None]
-              ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple | None]:
-        """((sigma2(u), sign sigma3(f) - u - xi h), (u, sigma3(f), sigma2(u)) or None from the fused op)."""
-        (xi,) = coef
+    def _tail(self, f: torch.Tensor, x: torch.Tensor, hs: float, p: torch.Tensor, r: tuple,
+              coef: tuple[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigma2(u), sign sigma3(f) - u - xi h) with h = hs x (hs: a Python float)."""
+        (neg_xi,) = coef
         if self._fused_gates is not None and type(r[0]) is float:
-            fused = _fused.momentum_tail(f, h, p, xi, r[0], r[1], self.sign, *self._fused_gates)
+            fused = _fused.momentum_tail(f, x, p, None, neg_xi, hs, r[0], r[1], self.sign, *self._fused_gates)
             if fused is not None:
-                return fused, None
-        u, gated_f, gate_u = terms = self._terms(f, h, p, r)
+                return fused
+        u = self._u(x, p, r)
+        gated_f = f if self.f_gate is None else self.f_gate(f)
         dm = torch.add(u, gated_f) if self.sign == -1 else torch.sub(u, gated_f)  # -(dm) = u - sign sigma3(f) + xi h
-        if xi is not None:
-            dm = dm.addcmul_(h, xi)
-        return (gate_u, dm.neg_()), terms
+        if neg_xi is not None:
+            dm = dm.addcmul_(x, neg_xi, value=-hs)
+        return (u if self.gate is None else self.gate(u)), dm.neg_()
 
     def rhs_forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
                     coef: tuple[torch.Tensor | None]) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple]:
         k, r = self._clock(t)
         h, p = (state[0] if k is None else state[0] * k), state[1]
         f, net_saved = self.net.forward_saved(t, h)
-        out, terms = self._tail(f, h, p, r, coef)
-        return out, (net_saved, f, h, p, k, r, terms)
+        return self._tail(f, h, 1.0, p, r, coef), (net_saved, f, h, p, k, r)
 
     def rhs_backward(self, t: torch.Tensor, saved: tuple, coef: tuple[torch.Tensor | None],
                      cotangent: tuple[torch.Tensor, torch.Tensor]) -> tuple[tuple, list, tuple]:
         """With g = (sign sigma3'(f) c_2) . df/dh and c_u = sigma2'(u) c_1 - c_2 (the cotangent of u):
         paper (h = k x, u = m): c_x' = k (g - xi c_2), c_m' = c_u;
-        official (h = a, u = r b + r' a): c_a' = g - xi c_2 + r' c_u, c_b' = r c_u; d/dxi = -<c_2, h>."""
-        (xi,) = coef
-        net_saved, f, h, p, k, (r_t, dr_t), terms = saved
-        u, gated_f, gate_u = self._terms(f, h, p, (r_t, dr_t)) if terms is None else terms
+        official (h = a, u = r b + r' a): c_a' = g - xi c_2 + r' c_u, c_b' = r c_u; d/d(-xi) = <c_2, h>."""
+        (neg_xi,) = coef
+        net_saved, f, h, p, k, (r_t, dr_t) = saved
         c_1, c_2 = cotangent
+        fused = None
+        if self._fused_gates is not None and type(r_t) is float:
+            fused = _fused.momentum_backward(f, h, p, None, neg_xi, c_1, c_2, 1.0, r_t, dr_t, self.sign,
+                                             *self._fused_gates)
+        if fused is not None:
+            grad_f, grad_tail, grad_u, dots = fused  # grad_tail = dr c_u - xi c_2; grad_u = r c_u
+            grad_xi = dots[1].to(h.dtype) if neg_xi is not None and neg_xi.requires_grad else None
+            grad_h, grad_net = self.net.vjp(net_saved, grad_f)
+            grad_h = grad_h.add_(grad_tail)
+            return (grad_h if k is None else grad_h.mul_(k), grad_u), grad_net, (grad_xi,)
+        u = self._u(h, p, (r_t, dr_t))
         grad_f = c_2 if self.sign == 1 else -c_2
         if self.f_gate is not None:
-            grad_f = self._f_backward(grad_f, f, gated_f)
+            grad_f = self._f_backward(grad_f, f, self.f_gate(f))
         grad_h, grad_net = self.net.vjp(net_saved, grad_f)
-        if xi is not None:
-            grad_h = grad_h.addcmul_(c_2, xi, value=-1.0)
-        grad_u = (c_1 if self.gate is None else self._gate_backward(c_1, u, gate_u)) - c_2
-        grad_xi = -dot(c_2, h) if xi is not None and xi.requires_grad else None
+        if neg_xi is not None:
+            grad_h = grad_h.addcmul_(c_2, neg_xi)
+        grad_u = (c_1 if self.gate is None else self._gate_backward(c_1, u, self.gate(u))) - c_2
+        grad_xi = dot(c_2, h) if neg_xi is not None and neg_xi.requires_grad else None
         if not self.official:
             return (grad_h.mul_(k), grad_u), grad_net, (grad_xi,)
         grad_a = grad_h.add_(grad_u, alpha=dr_t) if isinstance(dr_t, float) else grad_h.addcmul_(grad_u, dr_t)

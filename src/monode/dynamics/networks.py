@@ -97,10 +97,25 @@ class MLPField(nn.Module):
         self._act_backward = activation_backward(acts[0]) if acts else None
         self._fast = not acts or (self._act is not None and self._act_backward is not None)
 
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    accepts_input_scale = True
+    """`forward` takes `input_scale` (fields with h = k x pass k rather than multiplying x first)."""
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor, input_scale: float = 1.0) -> torch.Tensor:
+        """f(t, input_scale * x); a Python-float scale is folded into the first layer's matmul (no extra op)."""
+        if input_scale != 1.0:
+            if self._fast and not self.time and x.dim() == 2:
+                return self._forward_from(torch.addmm(self._linears[0].bias, x, self._linears[0].weight.t(),
+                                                      alpha=input_scale), 1)
+            x = x * input_scale
         if not self._fast:
             return self.layers(torch.cat([x, t.to(x.dtype).expand(x.shape[0], 1)], 1) if self.time else x)
         return self.forward_saved(t, x)[0]  # the Sequential's work without a module call per layer
+
+    def _forward_from(self, z: torch.Tensor, start: int) -> torch.Tensor:
+        """The layers from `start` on, z being the (pre-activation) output of layer start - 1."""
+        for lin in self._linears[start:]:
+            z = F.linear(self._act(z), lin.weight, lin.bias)
+        return z
 
     def vjp_supported(self) -> bool:
         """Whether `forward_saved`/`vjp` apply (known activation, no hooks replacing layers)."""
