@@ -193,13 +193,19 @@ class BoundField(nn.Module):
         super().__init__()
         self.field = field
         self.coef = coef
+        self._rhs = field.rhs
         self._gradient_scales: tuple[float, ...] | None = None
         # fixed for this bind, asked for by every solve of it (an ODE-RNN solves once per observation)
         self._adjoint_params: tuple[torch.Tensor, ...] | None = None
         self._vjp_supported: bool | None = None
 
     def forward(self, t: torch.Tensor, state: State) -> State:
-        return self.field.rhs(t, state, self.coef)
+        return self._rhs(t, state, self.coef)
+
+    def __call__(self, t: torch.Tensor, state: State) -> State:
+        """`forward` without `nn.Module.__call__`'s hook handling: a bound field is made per solve and never
+        hooked, and the solvers call it on every step (the field's `net` is still called as a module)."""
+        return self._rhs(t, state, self.coef)
 
     def adjoint_params(self) -> tuple[torch.Tensor, ...]:
         if self._adjoint_params is None:

@@ -95,7 +95,7 @@ def available() -> bool:
 
 def _applies(first: torch.Tensor) -> bool:
     """Whether the ops take tensors like `first` (the C++ side checks that the others match it)."""
-    if not ENABLED or first.device.type != "cpu" or first.dtype not in _DTYPES or torch.compiler.is_compiling():
+    if not ENABLED or not first.is_cpu or first.dtype not in _DTYPES or torch.compiler.is_compiling():
         return False
     return _ops is not None or available()
 

@@ -109,14 +109,14 @@ class NesterovField(VectorField):
         the momentum is u = r p + dr h ((r, dr) = (1, 0) for the paper system, (r(t), r'(t)) official).
         Python floats for a CPU time outside torch.compile (t never carries gradients, so this only saves
         the scalar tensor ops of every call), tensors otherwise."""
-        if t.device.type == "cpu" and not torch.compiler.is_compiling():
-            tf = float(t)
+        if t.is_cpu and not torch.compiler.is_compiling():
+            tf, p = t.item(), self.p
             if tf > 0:
                 if self.official:
-                    r = math.exp(0.5 * self.p * math.log(tf) - 0.5 * tf)
-                    return None, (r, (0.5 * self.p / tf - 0.5) * r)
+                    r = math.exp(0.5 * p * math.log(tf) - 0.5 * tf)
+                    return None, (r, (0.5 * p / tf - 0.5) * r)
                 if self._k_gate_float is not None:
-                    return self._k_gate_float(math.exp(-0.5 * self.p * math.log(tf) + 0.5 * tf)), _PAPER_R
+                    return self._k_gate_float(math.exp(0.5 * tf - 0.5 * p * math.log(tf))), _PAPER_R
         if self.official:
             r = nesterov_r(t, self.p)
             return None, (r, (0.5 * self.p / t - 0.5) * r)
