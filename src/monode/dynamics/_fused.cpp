@@ -9,7 +9,7 @@
 //   dh = m r,   dm = beta1 (f - m) + nxi h,   dv = nb2 (v - f^2)          (nb2 = -beta2, nxi = -xi)
 // adam_backward, cotangents (ch, cm, cv), gives what its VJP needs:
 //   grad_f = beta1 cm - 2 nb2 f cv,  grad_m = r ch - beta1 cm,  grad_v = -r^3 act'(v) m ch / 2 + nb2 cv,
-//   dots = (<cm, f - m>, <cv, v - f^2>, <cm, h>)  (d/dbeta1, d/dnb2, d/dnxi; grad_h = grad_f . df/dh + nxi cm)
+//   d/dbeta1 = <cm, f - m>, d/dnb2 = <cv, v - f^2>, d/dnxi = <cm, h>  (grad_h = grad_f . df/dh + nxi cm)
 //   act: 0 identity, 1 softplus (torch's: above 20 it is the identity), 2 sigmoid.
 //
 // momentum_tail (heavy_ball.py, nesterov.py), with h = hs x and the momentum u = r p + dr h:
@@ -167,15 +167,25 @@ std::tuple<Tensor, Tensor, Tensor> adam_forward_impl(const Tensor& f_, const Ten
     return {dh, dm, dv};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> adam_backward(const Tensor& f_, const Tensor& h_, const Tensor& m_,
-                                                         const Tensor& v_, const Tensor& ch_, const Tensor& cm_,
-                                                         const Tensor& cv_, const Tensor& beta1, const Tensor& nb2,
-                                                         int64_t kind, double eps2) {
+// The gradient of coefficient c (sum accumulated in float64): a tensor like c, or undefined where c is absent or
+// does not require grad. Written in place, not built with ATen ops (each would dispatch).
+Tensor coef_grad(double value, const Tensor& c) {
+    if (!c.defined() || !c.requires_grad()) return Tensor();
+    Tensor g = at::empty({}, c.options());
+    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "coef_grad", [&] { *g.data_ptr<scalar_t>() = scalar_t(value); });
+    return g;
+}
+
+// (grad_f, grad_m, grad_v, d/dbeta1, d/dnb2, d/dnxi), the last three as coef_grad.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> adam_backward(
+        const Tensor& f_, const Tensor& h_, const Tensor& m_, const Tensor& v_, const Tensor& ch_, const Tensor& cm_,
+        const Tensor& cv_, const Tensor& beta1, const Tensor& nb2, const std::optional<Tensor>& nxi, int64_t kind,
+        double eps2) {
     TORCH_CHECK(f_.device().is_cpu(), "monode_fused: CPU tensors only");
     Tensor f = f_.contiguous(), h = like(h_, f, "h"), m = like(m_, f, "m"), v = like(v_, f, "v");
     Tensor ch = like(ch_, f, "ch"), cm = like(cm_, f, "cm"), cv = like(cv_, f, "cv");
     Tensor gf = at::empty_like(f), gm = at::empty_like(f), gv = at::empty_like(f);
-    Tensor dots = at::empty({3}, f.options().dtype(at::kDouble));
+    double s1 = 0, s2 = 0, s3 = 0;  // one pass, in order: the reductions are serial
     const int64_t n = f.numel();
     AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "adam_backward", [&] {
         using T = scalar_t;
@@ -190,7 +200,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> adam_backward(const Tensor& f_, const
         T* __restrict__ ogf = gf.data_ptr<T>();
         T* __restrict__ ogm = gm.data_ptr<T>();
         T* __restrict__ ogv = gv.data_ptr<T>();
-        double s1 = 0, s2 = 0, s3 = 0;  // one pass, in order: the reduction is serial
         with_kind(kind, [&](auto K) {
             _Pragma("omp simd reduction(+ : s1, s2, s3)")
             for (int64_t i = 0; i < n; ++i) {
@@ -206,10 +215,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> adam_backward(const Tensor& f_, const
                 s3 += double(cmi) * double(ph[i]);
             }
         });
-        double* d = dots.data_ptr<double>();
-        d[0] = s1, d[1] = s2, d[2] = s3;
     });
-    return {gf, gm, gv, dots};
+    return {gf, gm, gv, coef_grad(s1, beta1), coef_grad(s2, nb2), coef_grad(s3, opt(nxi))};
 }
 
 // The backward node autograd records for adam_tail (a plain Node, as ATen's generated ones: cheaper to
@@ -225,12 +232,10 @@ struct AdamTailBackward : public Node {
     variable_list apply(variable_list&& grads) override {
         Tensor f_ = f.unpack(), h_ = h.unpack(), m_ = m.unpack(), v_ = v.unpack(), b1 = beta1.unpack(), b2 = nb2.unpack();
         Tensor xi = nxi.unpack();
-        auto [gf, gm, gv, dots] = adam_backward(f_, h_, m_, v_, or_zeros(grads[0], f_), or_zeros(grads[1], f_),
-                                                or_zeros(grads[2], f_), b1, b2, kind, eps2);
-        Tensor d = dots.to(f_.scalar_type());
+        auto [gf, gm, gv, g1, g2, gxi] = adam_backward(f_, h_, m_, v_, or_zeros(grads[0], f_), or_zeros(grads[1], f_),
+                                                       or_zeros(grads[2], f_), b1, b2, xi, kind, eps2);
         Tensor gh = xi.defined() && grads[1].defined() ? at::mul(grads[1], xi) : Tensor();
-        return {gf, gh, gm, gv, d[0].to(b1.scalar_type()), d[1].to(b2.scalar_type()),
-                xi.defined() ? d[2].to(xi.scalar_type()) : Tensor()};
+        return {gf, gh, gm, gv, g1, g2, gxi};
     }
 };
 
@@ -294,14 +299,14 @@ std::tuple<Tensor, Tensor> momentum_forward_impl(const Tensor& f_, const Tensor&
     return {o1, o2};
 }
 
-// (grad_f, grad_x, grad_p, dots = (<c2, u>, hs <c2, x>) in float64)
-std::tuple<Tensor, Tensor, Tensor, Tensor> momentum_backward_impl(const Tensor& f_, const Tensor& x_, const Tensor& p_,
+// (grad_f, grad_x, grad_p, d/ddamp = <c2, u>, d/dnxi = hs <c2, x>), the last two as coef_grad.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> momentum_backward_impl(const Tensor& f_, const Tensor& x_, const Tensor& p_,
                                                                   const Tensor& damp, const Tensor& nxi, const Tensor& c1_,
                                                                   const Tensor& c2_, const Momentum& c) {
     Tensor f = f_.contiguous(), x = like(x_, f, "h"), p = like(p_, f, "p");
     Tensor c1 = like(c1_, f, "c1"), c2 = like(c2_, f, "c2");
     Tensor gf = at::empty_like(f), gx = at::empty_like(f), gp = at::empty_like(f);
-    Tensor dots = at::empty({2}, f.options().dtype(at::kDouble));
+    double su = 0, sx = 0;  // one pass, in order: the reductions are serial
     const int64_t n = f.numel();
     AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "momentum_backward", [&] {
         using T = scalar_t;
@@ -316,7 +321,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> momentum_backward_impl(const Tensor& 
         T* __restrict__ ogf = gf.data_ptr<T>();
         T* __restrict__ ogx = gx.data_ptr<T>();
         T* __restrict__ ogp = gp.data_ptr<T>();
-        double su = 0, sx = 0;  // one pass, in order: the reductions are serial
         with_gates(c, [&](auto G, auto FG) {
             _Pragma("omp simd reduction(+ : su, sx)")
             for (int64_t i = 0; i < n; ++i) {
@@ -331,10 +335,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> momentum_backward_impl(const Tensor& 
                 sx += double(c2i) * double(xi_);
             }
         });
-        double* o = dots.data_ptr<double>();
-        o[0] = su, o[1] = sx * c.hs;
     });
-    return {gf, gx, gp, dots};
+    return {gf, gx, gp, coef_grad(su, damp), coef_grad(sx * c.hs, nxi)};
 }
 
 struct MomentumTailBackward : public Node {  // as AdamTailBackward, for momentum_tail
@@ -346,11 +348,9 @@ struct MomentumTailBackward : public Node {  // as AdamTailBackward, for momentu
     }
     variable_list apply(variable_list&& grads) override {
         Tensor f_ = f.unpack(), d = damp.unpack(), xi = nxi.unpack();
-        auto [gf, gx, gp, dots] = momentum_backward_impl(f_, x.unpack(), p.unpack(), d, xi, or_zeros(grads[0], f_),
-                                                         or_zeros(grads[1], f_), c);
-        Tensor dd = d.defined() || xi.defined() ? dots.to(f_.scalar_type()) : Tensor();
-        return {gf, gx, gp, d.defined() ? dd[0].to(d.scalar_type()) : Tensor(),
-                xi.defined() ? dd[1].to(xi.scalar_type()) : Tensor()};
+        auto [gf, gx, gp, gd, gxi] = momentum_backward_impl(f_, x.unpack(), p.unpack(), d, xi, or_zeros(grads[0], f_),
+                                                            or_zeros(grads[1], f_), c);
+        return {gf, gx, gp, gd, gxi};
     }
 };
 
@@ -372,7 +372,7 @@ std::tuple<Tensor, Tensor> momentum_tail(const Tensor& f, const Tensor& x, const
     return {o1, o2};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> momentum_backward(
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> momentum_backward(
         const Tensor& f, const Tensor& x, const Tensor& p, const std::optional<Tensor>& damp,
         const std::optional<Tensor>& nxi, const Tensor& c1, const Tensor& c2, double hs, double r, double dr,
         int64_t sign, int64_t gate, double lo, double hi, int64_t f_gate, double f_lo, double f_hi) {

@@ -122,15 +122,14 @@ def adam_tail(f: torch.Tensor, h: torch.Tensor, m: torch.Tensor, v: torch.Tensor
 
 
 def adam_backward(f: torch.Tensor, h: torch.Tensor, m: torch.Tensor, v: torch.Tensor, c_h: torch.Tensor,
-                  c_m: torch.Tensor, c_v: torch.Tensor, beta1: torch.Tensor, neg_beta2: torch.Tensor, kind: int,
-                  eps_squared: float) -> Optional[tuple[torch.Tensor, ...]]:
-    """AdamNODE's (grad_f, grad_m, grad_v, dots) for cotangents (c_h, c_m, c_v), or None (use ATen ops).
-
-    grad_f is what the network's VJP takes; dots (float64, 3) are <c_m, f - m>, <c_v, v - f^2>, <c_m, h>.
-    """
+                  c_m: torch.Tensor, c_v: torch.Tensor, beta1: torch.Tensor, neg_beta2: torch.Tensor,
+                  neg_xi: Optional[torch.Tensor], kind: int, eps_squared: float) -> Optional[tuple]:
+    """AdamNODE's VJP for cotangents (c_h, c_m, c_v), or None (use ATen ops): (grad_f, grad_m, grad_v, then the
+    gradients of beta1, -beta2, -xi: <c_m, f - m>, <c_v, v - f^2>, <c_m, h>, each None where that coefficient is
+    absent or does not require grad). grad_f is what the network's VJP takes."""
     if not _applies(f):
         return None
-    return _ops.adam_backward(f, h, m, v, c_h, c_m, c_v, beta1, neg_beta2, kind, eps_squared)
+    return _ops.adam_backward(f, h, m, v, c_h, c_m, c_v, beta1, neg_beta2, neg_xi, kind, eps_squared)
 
 
 def momentum_tail(f: torch.Tensor, x: torch.Tensor, p: torch.Tensor, damp: Optional[torch.Tensor],
@@ -148,8 +147,8 @@ def momentum_backward(f: torch.Tensor, x: torch.Tensor, p: torch.Tensor, damp: O
                       nxi: Optional[torch.Tensor], c_1: torch.Tensor, c_2: torch.Tensor, hs: float, r: float,
                       dr: float, sign: int, gate: tuple[int, float, float], f_gate: tuple[int, float, float]
                       ) -> Optional[tuple[torch.Tensor, ...]]:
-    """`momentum_tail`'s VJP for cotangents (c_1, c_2), or None (use ATen ops): (grad_f, grad_x, grad_p, dots),
-    dots (float64, 2) = (<c_2, u>, hs <c_2, x>), the gradients of damp and nxi."""
+    """`momentum_tail`'s VJP for cotangents (c_1, c_2), or None (use ATen ops): (grad_f, grad_x, grad_p, then the
+    gradients of damp and nxi: <c_2, u>, hs <c_2, x>, each None where absent or not requiring grad)."""
     if not _applies(f):
         return None
     return _ops.momentum_backward(f, x, p, damp, nxi, c_1, c_2, hs, r, dr, sign, *gate, *f_gate)

@@ -104,23 +104,21 @@ class AdamField(VectorField):
         f, net_saved, (h, m, v), aux = saved
         c_h, c_m, c_v = cotangent
         beta1, neg_beta2, neg_xi = coef
-        wanted = (beta1.requires_grad, neg_beta2.requires_grad, neg_xi is not None and neg_xi.requires_grad)
         fused = None
         if self._fused_kind is not None:
-            fused = _fused.adam_backward(f, h, m, v, c_h, c_m, c_v, beta1, neg_beta2, self._fused_kind,
+            fused = _fused.adam_backward(f, h, m, v, c_h, c_m, c_v, beta1, neg_beta2, neg_xi, self._fused_kind,
                                          self.eps_squared)
         if fused is not None:
-            grad_f, grad_m, grad_v, dots = fused
-            grad_coef = tuple(d if w else None for d, w in zip(dots.to(f.dtype).unbind(), wanted))
+            grad_f, grad_m, grad_v, *grad_coef = fused
         else:
             grad_f, grad_m, grad_v = self._backward_aten(f, (h, m, v), coef, cotangent, aux)
-            grad_coef = (dot(c_m, f - m) if wanted[0] else None,
-                         dot(c_v, torch.addcmul(v, f, f, value=-1.0)) if wanted[1] else None,
-                         dot(c_m, h) if wanted[2] else None)
+            grad_coef = (dot(c_m, f - m) if beta1.requires_grad else None,
+                         dot(c_v, torch.addcmul(v, f, f, value=-1.0)) if neg_beta2.requires_grad else None,
+                         dot(c_m, h) if neg_xi is not None and neg_xi.requires_grad else None)
         grad_h, grad_net = self.net.vjp(net_saved, grad_f)
         if neg_xi is not None:
             grad_h = grad_h.addcmul_(c_m, neg_xi)
-        return (grad_h, grad_m, grad_v), grad_net, grad_coef
+        return (grad_h, grad_m, grad_v), grad_net, tuple(grad_coef)
 
     def _backward_aten(self, f: torch.Tensor, state: tuple, coef: tuple, cotangent: tuple, aux: tuple | None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

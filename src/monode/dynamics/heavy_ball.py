@@ -92,12 +92,9 @@ class HeavyBallField(VectorField):
             fused = _fused.momentum_backward(c_m, h, m, neg_gamma, neg_xi, c_h, c_m, 1.0, 1.0, 0.0, 1,
                                              self._fused_gate, _IDENTITY)
         if fused is not None:
-            _, grad_tail, grad_m, dots = fused  # grad_tail = -xi c_m, grad_m = sigma'(m) c_h - gamma c_m
+            _, grad_tail, grad_m, *grad_coef = fused  # grad_tail = -xi c_m, grad_m = sigma'(m) c_h - gamma c_m
             grad_h, grad_net = self.net.vjp(net_saved, c_m)
-            dots = dots.to(h.dtype)
-            grad_coef = (dots[0] if neg_gamma.requires_grad else None,
-                         dots[1] if neg_xi is not None and neg_xi.requires_grad else None)
-            return (grad_h.add_(grad_tail) if neg_xi is not None else grad_h, grad_m), grad_net, grad_coef
+            return (grad_h.add_(grad_tail) if neg_xi is not None else grad_h, grad_m), grad_net, tuple(grad_coef)
         if self.gate is None:
             grad_m = torch.addcmul(c_h, c_m, neg_gamma)
         else:

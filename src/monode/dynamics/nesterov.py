@@ -178,8 +178,7 @@ class NesterovField(VectorField):
             fused = _fused.momentum_backward(f, h, p, None, neg_xi, c_1, c_2, 1.0, r_t, dr_t, self.sign,
                                              *self._fused_gates)
         if fused is not None:
-            grad_f, grad_tail, grad_u, dots = fused  # grad_tail = dr c_u - xi c_2; grad_u = r c_u
-            grad_xi = dots[1].to(h.dtype) if neg_xi is not None and neg_xi.requires_grad else None
+            grad_f, grad_tail, grad_u, _, grad_xi = fused  # grad_tail = dr c_u - xi c_2; grad_u = r c_u
             grad_h, grad_net = self.net.vjp(net_saved, grad_f)
             grad_h = grad_h.add_(grad_tail)
             return (grad_h if k is None else grad_h.mul_(k), grad_u), grad_net, (grad_xi,)
