@@ -94,6 +94,16 @@ def test_gradcheck_through_fused_ops(name, options):
     assert torch.autograd.gradcheck(lambda *inputs: field.bind()(t, inputs[:len(state)]), (*state, *scalars))
 
 
+@pytest.mark.parametrize("name", ["adamnode", "ghbnode"])
+def test_double_backward_through_a_fused_op_is_refused(name):
+    """Its backward is raw loops: create_graph=True raises (naming the way out) instead of wrong 2nd derivatives."""
+    field = _field(name, {}, F64)
+    state = tuple(s.requires_grad_(True) for s in _state(field, F64))
+    out = field.bind()(torch.tensor(0.5, dtype=F64), state)
+    with pytest.raises(RuntimeError, match="no double backward.*MONODE_FUSED=0"):
+        torch.autograd.grad(sum(o.sum() for o in out), state, create_graph=True)
+
+
 def test_nan_propagates_through_the_fused_ops():
     field = _field("adamnode", {}, F64)
     state = _state(field, F64)

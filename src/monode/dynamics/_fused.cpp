@@ -113,6 +113,14 @@ constexpr int64_t kGrain = 32768;  // elements per task of at::parallel_for (sma
 
 Tensor opt(const std::optional<Tensor>& t) { return t ? *t : Tensor(); }
 
+// The backward nodes compute with raw loops, so their results are not differentiable again: refuse a
+// create_graph backward (the engine runs it with grad mode on) rather than give silently wrong
+// second derivatives.
+void no_double_backward() {
+    TORCH_CHECK(!at::GradMode::is_enabled(), "monode_fused: the fused tail ops have no double backward "
+                "(create_graph=True); set MONODE_FUSED=0 to use the fields' ATen ops");
+}
+
 // An output's incoming gradient: zeros where the output was not used (the engine passes undefined).
 Tensor or_zeros(const Tensor& grad, const Tensor& like) { return grad.defined() ? grad : at::zeros_like(like); }
 
@@ -230,6 +238,7 @@ struct AdamTailBackward : public Node {
         for (auto* s : {&f, &h, &m, &v, &beta1, &nb2, &nxi}) s->reset_data();
     }
     variable_list apply(variable_list&& grads) override {
+        no_double_backward();
         Tensor f_ = f.unpack(), h_ = h.unpack(), m_ = m.unpack(), v_ = v.unpack(), b1 = beta1.unpack(), b2 = nb2.unpack();
         Tensor xi = nxi.unpack();
         auto [gf, gm, gv, g1, g2, gxi] = adam_backward(f_, h_, m_, v_, or_zeros(grads[0], f_), or_zeros(grads[1], f_),
@@ -347,6 +356,7 @@ struct MomentumTailBackward : public Node {  // as AdamTailBackward, for momentu
         for (auto* s : {&f, &x, &p, &damp, &nxi}) s->reset_data();
     }
     variable_list apply(variable_list&& grads) override {
+        no_double_backward();
         Tensor f_ = f.unpack(), d = damp.unpack(), xi = nxi.unpack();
         auto [gf, gx, gp, gd, gxi] = momentum_backward_impl(f_, x.unpack(), p.unpack(), d, xi, or_zeros(grads[0], f_),
                                                             or_zeros(grads[1], f_), c);

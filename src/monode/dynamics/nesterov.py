@@ -130,7 +130,7 @@ class NesterovField(VectorField):
         if k is None:  # official: f sees a
             return self._tail(net(t, x), x, 1.0, p, r, coef)
         if type(k) is float and getattr(net, "accepts_input_scale", False):  # h = k x folded into f's first layer
-            return self._tail(net(t, x, input_scale=k), x, k, p, r, coef)
+            return self._tail(net(t, x, k), x, k, p, r, coef)
         h = x * k
         return self._tail(net(t, h), h, 1.0, p, r, coef)
 

@@ -104,18 +104,15 @@ class MLPField(nn.Module):
         """f(t, input_scale * x); a Python-float scale is folded into the first layer's matmul (no extra op)."""
         if input_scale != 1.0:
             if self._fast and not self.time and x.dim() == 2:
-                return self._forward_from(torch.addmm(self._linears[0].bias, x, self._linears[0].weight.t(),
-                                                      alpha=input_scale), 1)
+                lins, act = self._linears, self._act
+                z = torch.addmm(lins[0].bias, x, lins[0].weight.t(), alpha=input_scale)
+                for lin in lins[1:]:
+                    z = F.linear(act(z), lin.weight, lin.bias)
+                return z
             x = x * input_scale
         if not self._fast:
             return self.layers(torch.cat([x, t.to(x.dtype).expand(x.shape[0], 1)], 1) if self.time else x)
         return self.forward_saved(t, x)[0]  # the Sequential's work without a module call per layer
-
-    def _forward_from(self, z: torch.Tensor, start: int) -> torch.Tensor:
-        """The layers from `start` on, z being the (pre-activation) output of layer start - 1."""
-        for lin in self._linears[start:]:
-            z = F.linear(self._act(z), lin.weight, lin.bias)
-        return z
 
     def vjp_supported(self) -> bool:
         """Whether `forward_saved`/`vjp` apply (known activation, no hooks replacing layers)."""
