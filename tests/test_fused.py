@@ -104,6 +104,17 @@ def test_double_backward_through_a_fused_op_is_refused(name):
         torch.autograd.grad(sum(o.sum() for o in out), state, create_graph=True)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's forward AD scripts helpers with jit.script
+def test_forward_mode_ad_through_a_fused_op_is_refused():
+    import torch.autograd.forward_ad as fwad
+    field = _field("adamnode", {}, F64)
+    state = _state(field, F64)
+    with fwad.dual_level():
+        dual = (fwad.make_dual(state[0], torch.ones_like(state[0])), *state[1:])
+        with pytest.raises(RuntimeError, match="no forward-mode AD"):
+            field.bind()(torch.tensor(0.5, dtype=F64), dual)
+
+
 def test_nan_propagates_through_the_fused_ops():
     field = _field("adamnode", {}, F64)
     state = _state(field, F64)

@@ -124,8 +124,12 @@ void no_double_backward() {
 // An output's incoming gradient: zeros where the output was not used (the engine passes undefined).
 Tensor or_zeros(const Tensor& grad, const Tensor& like) { return grad.defined() ? grad : at::zeros_like(like); }
 
-// Whether autograd records: skip the Function (its node and saved state) when it would not.
+// Whether autograd records (else the op builds no backward node). Forward-mode AD (dual tensors) is refused:
+// the loops would drop the tangents.
 bool needs_grad(std::initializer_list<Tensor> tensors) {
+    for (const auto& t : tensors)
+        TORCH_CHECK(!torch::autograd::isFwGradDefined(t), "monode_fused: no forward-mode AD through the fused tail "
+                    "ops; set MONODE_FUSED=0 to use the fields' ATen ops");
     if (!at::GradMode::is_enabled()) return false;
     for (const auto& t : tensors)
         if (t.defined() && t.requires_grad()) return true;
