@@ -202,10 +202,9 @@ class BoundField(nn.Module):
     def forward(self, t: torch.Tensor, state: State) -> State:
         return self._rhs(t, state, self.coef)
 
-    def __call__(self, t: torch.Tensor, state: State) -> State:
-        """`forward` without `nn.Module.__call__`'s hook handling: a bound field is made per solve and never
-        hooked, and the solvers call it on every step (the field's `net` is still called as a module)."""
-        return self._rhs(t, state, self.coef)
+    # called without `nn.Module.__call__`'s hook handling: a bound field is made per solve and never hooked,
+    # and the solvers call it on every step (the field's `net` is still called as a module)
+    __call__ = forward
 
     def adjoint_params(self) -> tuple[torch.Tensor, ...]:
         if self._adjoint_params is None:

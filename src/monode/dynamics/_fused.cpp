@@ -277,6 +277,15 @@ struct Momentum {  // the op's constants: u = r p + dr h, h = hs x, out2 = sign 
     double lo, hi, f_lo, f_hi;
 };
 
+// The constants in the loops' dtype; absent damp is -1, absent nxi 0; the h scale is folded into dr and nxi.
+template <typename T>
+struct MomentumLoop {
+    T d, r, drh, xih, s, lo, hi, flo, fhi;
+    MomentumLoop(const Momentum& c, const Tensor& damp, const Tensor& nxi)
+        : d(damp.defined() ? scalar<T>(damp) : T(-1)), r(T(c.r)), drh(T(c.dr * c.hs)), xih(scalar<T>(nxi) * T(c.hs)),
+          s(T(c.sign)), lo(T(c.lo)), hi(T(c.hi)), flo(T(c.f_lo)), fhi(T(c.f_hi)) {}
+};
+
 template <typename F>
 void with_gates(const Momentum& c, F&& f) {
     with_kind(c.gate, [&](auto G) { with_kind(c.f_gate, [&](auto FG) { f(G, FG); }); });
@@ -290,9 +299,8 @@ std::tuple<Tensor, Tensor> momentum_forward_impl(const Tensor& f_, const Tensor&
     const int64_t n = f.numel();
     AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "momentum_forward", [&] {
         using T = scalar_t;
-        const T d = damp.defined() ? scalar<T>(damp) : T(-1), hs = T(c.hs), r = T(c.r), drh = T(c.dr * c.hs);
-        const T xih = scalar<T>(nxi) * hs, s = T(c.sign);
-        const T lo = T(c.lo), hi = T(c.hi), flo = T(c.f_lo), fhi = T(c.f_hi);
+        const MomentumLoop<T> k(c, damp, nxi);
+        const T d = k.d, r = k.r, drh = k.drh, xih = k.xih, s = k.s, lo = k.lo, hi = k.hi, flo = k.flo, fhi = k.fhi;
         const T* __restrict__ pf = f.data_ptr<T>();
         const T* __restrict__ px = x.data_ptr<T>();
         const T* __restrict__ pp = p.data_ptr<T>();
@@ -323,9 +331,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> momentum_backward_impl(const 
     const int64_t n = f.numel();
     AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "momentum_backward", [&] {
         using T = scalar_t;
-        const T d = damp.defined() ? scalar<T>(damp) : T(-1), hs = T(c.hs), r = T(c.r), drh = T(c.dr * c.hs);
-        const T xih = scalar<T>(nxi) * hs, s = T(c.sign);
-        const T lo = T(c.lo), hi = T(c.hi), flo = T(c.f_lo), fhi = T(c.f_hi);
+        const MomentumLoop<T> k(c, damp, nxi);
+        const T d = k.d, r = k.r, drh = k.drh, xih = k.xih, s = k.s, lo = k.lo, hi = k.hi, flo = k.flo, fhi = k.fhi;
         const T* __restrict__ pf = f.data_ptr<T>();
         const T* __restrict__ px = x.data_ptr<T>();
         const T* __restrict__ pp = p.data_ptr<T>();

@@ -8,8 +8,8 @@ Walker2D size. Here each tail is one differentiable op, forward and backward eac
 The C++ file is compiled at first use with `torch.utils.cpp_extension` (about 30 s, once; needs a
 C++ compiler and ninja) into `$MONODE_CACHE_DIR` (default `~/.cache/monode`) as a small Python
 module: its functions are called directly (pybind11), not through `torch.ops`, whose boxed dispatch
-would cost more than the ATen ops an op replaces. Autograd still records them (each forward op is a
-C++ `torch::autograd::Function`). On x86-64 Linux the loops call glibc's vector exp, log1p and tanh.
+would cost more than the ATen ops an op replaces. Autograd still records them: each forward op
+builds one plain backward `Node`, as ATen's generated ops do. On x86-64 Linux the loops call glibc's vector exp, log1p and tanh.
 Every entry point returns None when the op does not apply, and the caller runs its ATen ops:
 - off the CPU, for dtypes other than float32 and float64, or for gates the op does not know
   (operands must match f's shape and dtype; non-contiguous ones are copied);
