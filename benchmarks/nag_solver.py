@@ -11,6 +11,7 @@ final metric ("-" if never), each time also as a ratio to RK4's, the named peer 
 
     python benchmarks/nag_solver.py [--tasks mnist,density,timeseries] [--steps 4] [--epochs ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from _timing import print_table
-from monode.tasks import TASKS
-from monode.tasks._base import RunOptions
+from monode.tasks import TASKS, RunOptions
 
 METHODS = ("euler", "midpoint", "rk4", "nag")
 # Per task: the integration span, epochs, RunOptions fields and --set overrides of its "quick" preset
@@ -39,8 +39,16 @@ def _run(task_name: str, model: str, method: str, args: argparse.Namespace, out:
     settings["epochs"] = args.epochs or settings.get("epochs", 3)
     if model == "resnet":
         overrides = {**overrides, "resnet_depth": args.steps}
-    opts = RunOptions(model=model, method=method, step_size=span / args.steps, adjoint=False, seed=args.seed,
-                      progress=False, overrides=overrides, **settings)
+    opts = RunOptions(
+        model=model,
+        method=method,
+        step_size=span / args.steps,
+        adjoint=False,
+        seed=args.seed,
+        progress=False,
+        overrides=overrides,
+        **settings,
+    )
     rows, params = task.run(opts, out)
     key = f"eval_{task.metric}"
     elapsed, curve = 0.0, []
@@ -55,6 +63,7 @@ def _run(task_name: str, model: str, method: str, args: argparse.Namespace, out:
 def plot(task_name: str, metric: str, results: dict[str, dict[str, Any]], path: Path) -> None:
     """The eval metric after every epoch against cumulative training time, one line per method."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -94,18 +103,39 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for label, model in runs:
                 print(f"== {task_name}: {label}", flush=True)
-                results[label] = _run(task_name, model, "euler" if model == "resnet" else label, args,
-                                      Path(tmp) / label)
+                results[label] = _run(
+                    task_name, model, "euler" if model == "resnet" else label, args, Path(tmp) / label
+                )
         ref = results["rk4"]
         table = []
         for label, r in results.items():
             reach = _time_to_reach(r["curve"], ref["final"], task.higher_is_better)
-            table.append([label, r["params"], r["final"], r["nfe"], r["seconds"], r["seconds"] / ref["seconds"],
-                          "-" if reach is None else reach, "-" if reach is None else reach / ref["seconds"]])
-        print(f"\n{task_name}: NODE, {args.steps} steps, backprop; peer: RK4 (final {task.metric} "
-              f"{ref['final']:.4g})")
-        print_table(["method", "params", f"final {task.metric}", "NFE/batch (f+b)", "train s", "time/RK4",
-                     "train s to RK4's final", "that /RK4 time"], table)
+            table.append(
+                [
+                    label,
+                    r["params"],
+                    r["final"],
+                    r["nfe"],
+                    r["seconds"],
+                    r["seconds"] / ref["seconds"],
+                    "-" if reach is None else reach,
+                    "-" if reach is None else reach / ref["seconds"],
+                ]
+            )
+        print(f"\n{task_name}: NODE, {args.steps} steps, backprop; peer: RK4 (final {task.metric} {ref['final']:.4g})")
+        print_table(
+            [
+                "method",
+                "params",
+                f"final {task.metric}",
+                "NFE/batch (f+b)",
+                "train s",
+                "time/RK4",
+                "train s to RK4's final",
+                "that /RK4 time",
+            ],
+            table,
+        )
         args.plots.mkdir(parents=True, exist_ok=True)
         plot(task_name, task.metric, results, args.plots / f"nag_solver_{task_name}.png")
 

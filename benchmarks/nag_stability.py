@@ -7,6 +7,7 @@ the plot to docs/nag_stability.png (the basis of the default mu = 1/2, see monod
 
     python benchmarks/nag_stability.py [--out docs/nag_stability.png]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +37,19 @@ def main() -> None:
     for mu in momenta:
         stable = spectral_radius(grid, mu) <= 1 + 1e-9
         real = xs[stable[len(ys) // 2]]
-        rows.append([mu if mu else "0 (Euler)", float(stable.sum() * cell), float(real.min()),
-                     -(2 + 2 * mu) / ((1 + 2 * mu) * (1 - mu)), (1 - mu + 2 * mu * mu) / (2 * (1 - mu))])
+        rows.append(
+            [
+                mu if mu else "0 (Euler)",
+                float(stable.sum() * cell),
+                float(real.min()),
+                -(2 + 2 * mu) / ((1 + 2 * mu) * (1 - mu)),
+                (1 - mu + 2 * mu * mu) / (2 * (1 - mu)),
+            ]
+        )
     print_table(["momentum", "region area", "real-axis min (grid)", "real-axis min (formula)", "error constant"], rows)
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

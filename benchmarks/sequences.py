@@ -28,6 +28,7 @@ monode runs the paper preset as is, which compiles each solver step (`--no-compi
     python benchmarks/sequences.py --task walker2d --epochs 5                  # the real measurement
     python benchmarks/sequences.py --task both --epochs 1 --max-batches 2 --batch-size 16 --models hbnode,node
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,27 +36,29 @@ import copy
 import math
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torchdiffeq
 from torch import Tensor, nn
 
+from _timing import median_time, print_table
 from monode.dynamics import MODELS, State
 from monode.solvers import ODESolverError, record_stats
-from monode.tasks import TASKS
-from monode.tasks._base import RunOptions
+from monode.tasks import TASKS, RunOptions
 from monode.tasks.sequences import SequenceModel, SequenceOutput
 from monode.train import TrainingDivergedError, seed_everything
-from _timing import median_time, print_table
 
 # papers.md 7.2: the HBNODE authors' logs (Walker: 1 run, 500 epochs; PV: older partial logs, NFE approximate)
 PAPER = {
-    "walker2d": {"node": dict(mse=2.443, fwd=2106, bwd=2170, s_epoch=112),
-                 "anode": dict(mse=2.342, fwd=2083, bwd=2159, s_epoch=118),
-                 "hbnode": dict(mse=1.160, fwd=1486, bwd=1488, s_epoch=120),
-                 "ghbnode": dict(mse=1.181, fwd=1501, bwd=1502, s_epoch=128)},
+    "walker2d": {
+        "node": dict(mse=2.443, fwd=2106, bwd=2170, s_epoch=112),
+        "anode": dict(mse=2.342, fwd=2083, bwd=2159, s_epoch=118),
+        "hbnode": dict(mse=1.160, fwd=1486, bwd=1488, s_epoch=120),
+        "ghbnode": dict(mse=1.181, fwd=1501, bwd=1502, s_epoch=128),
+    },
     "plane-vibration": {"node": dict(mse=0.0569, fwd=1409), "hbnode": dict(mse=0.0245, fwd=2557)},
 }
 OFFICIAL_SECONDS = {"walker2d": {"hbnode": 2.2, "node": 1.34}, "plane-vibration": {"hbnode": 2.75, "node": 1.45}}
@@ -111,8 +114,16 @@ class OfficialStyleModel(nn.Module):
         # stacked: one RMS already; compilation is monode's own
         options = {k: v for k, v in (rnn.options or {}).items() if k not in ("norm", "compile")}
         func = GapBoundCell(self.cell, self.cell.elem_t) if self.fix_gap else self.cell
-        return torchdiffeq.odeint_adjoint(func, stacked, times, rtol=rnn.rtol, atol=rnn.atol, method="dopri5",
-                                          options=options or None, adjoint_params=tuple(self.cell.parameters()))
+        return torchdiffeq.odeint_adjoint(
+            func,
+            stacked,
+            times,
+            rtol=rnn.rtol,
+            atol=rnn.atol,
+            method="dopri5",
+            options=options or None,
+            adjoint_params=tuple(self.cell.parameters()),
+        )
 
     def _decode(self, state: Tensor, t: Tensor) -> State:
         field = self.model.rnn.field
@@ -145,8 +156,9 @@ class OfficialStyleModel(nn.Module):
         return self.model.decoder(torch.stack([self._h(self._decode(s, t)) for s, t in zip(path, times)], 1))
 
 
-def _training_step(task: Any, model: nn.Module, batch: tuple[Tensor, ...],
-                   sync: Callable[[], None]) -> Callable[[], float]:
+def _training_step(
+    task: Any, model: nn.Module, batch: tuple[Tensor, ...], sync: Callable[[], None]
+) -> Callable[[], float]:
     """One training iteration (loss, backward, clip 1, Adam step) as a closure returning the loss."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-12)  # a real step that leaves the weights in place
 
@@ -158,6 +170,7 @@ def _training_step(task: Any, model: nn.Module, batch: tuple[Tensor, ...],
         optimizer.step()
         sync()
         return loss.detach().item()
+
     return step
 
 
@@ -175,8 +188,7 @@ def _gradients(module: nn.Module) -> dict[str, Tensor]:
     return {name: p.grad.detach().clone() for name, p in module.named_parameters() if p.grad is not None}
 
 
-def _gradient_difference(task: Any, model: SequenceModel, peer: OfficialStyleModel,
-                         batch: tuple[Tensor, ...]) -> float:
+def _gradient_difference(task: Any, model: SequenceModel, peer: OfficialStyleModel, batch: tuple[Tensor, ...]) -> float:
     """max |g_monode - g_peer| / max |g_peer| over the parameters, after one backward pass of each."""
     model.zero_grad(set_to_none=True)
     task.loss(model, batch)[0].backward()
@@ -186,8 +198,9 @@ def _gradient_difference(task: Any, model: SequenceModel, peer: OfficialStyleMod
     return max(float((ours[name] - g).abs().max()) for name, g in theirs.items()) / scale
 
 
-def speed(task_name: str, models: list[str], args: argparse.Namespace,
-          peer_models: set[str]) -> dict[str, tuple[float, int]]:
+def speed(
+    task_name: str, models: list[str], args: argparse.Namespace, peer_models: set[str]
+) -> dict[str, tuple[float, int]]:
     """Time one iteration per model (monode, and the peer for `peer_models`); print the table.
 
     Returns per model (monode seconds per iteration, training batches in a full epoch)."""
@@ -199,7 +212,7 @@ def speed(task_name: str, models: list[str], args: argparse.Namespace,
         settings = task.settings(opts)
         seed_everything(0)
         built = task.build(opts, settings)
-        batch = tuple(t[:settings["batch_size"]].to(device) for t in built.train_data)
+        batch = tuple(t[: settings["batch_size"]].to(device) for t in built.train_data)
         model = built.model.to(device)
         # same weights, copied before any step
         peer = OfficialStyleModel(model) if name in peer_models else None
@@ -216,16 +229,39 @@ def speed(task_name: str, models: list[str], args: argparse.Namespace,
             peer_loss, peer_forward, peer_backward = _peer_pass(built, peer, batch)
             _, _, fixed_backward = _peer_pass(built, fixed, batch)
             gradient_difference = _gradient_difference(built, model, fixed, batch)
-            peer_seconds = median_time(_training_step(built, peer, batch, sync), repeat=args.repeat,
-                                       warmup=args.warmup)
-            row += [peer_seconds, peer_forward, peer_backward, peer_seconds / monode_seconds, abs(peer_loss - loss),
-                    fixed_backward, gradient_difference]
+            peer_seconds = median_time(_training_step(built, peer, batch, sync), repeat=args.repeat, warmup=args.warmup)
+            row += [
+                peer_seconds,
+                peer_forward,
+                peer_backward,
+                peer_seconds / monode_seconds,
+                abs(peer_loss - loss),
+                fixed_backward,
+                gradient_difference,
+            ]
         rows.append(row + [OFFICIAL_SECONDS[task_name].get(name, "")])
-    print(f"\n### {task_name}: one training iteration (s), {args.device}, {torch.get_num_threads()} thread(s), "
-          f"median of {args.repeat}; peer = official-style (torchdiffeq {torchdiffeq.__version__} odeint_adjoint)")
-    print_table(["model", "batch", "monode s/iter", "fwd NFE", "bwd NFE", "peer s/iter", "peer fwd NFE",
-                 "peer bwd NFE", "peer/monode", "|loss diff|", "gap-fixed peer bwd NFE", "grad diff vs gap-fixed",
-                 "issue's official s/iter"], rows)
+    print(
+        f"\n### {task_name}: one training iteration (s), {args.device}, {torch.get_num_threads()} thread(s), "
+        f"median of {args.repeat}; peer = official-style (torchdiffeq {torchdiffeq.__version__} odeint_adjoint)"
+    )
+    print_table(
+        [
+            "model",
+            "batch",
+            "monode s/iter",
+            "fwd NFE",
+            "bwd NFE",
+            "peer s/iter",
+            "peer fwd NFE",
+            "peer bwd NFE",
+            "peer/monode",
+            "|loss diff|",
+            "gap-fixed peer bwd NFE",
+            "grad diff vs gap-fixed",
+            "issue's official s/iter",
+        ],
+        rows,
+    )
     return seconds
 
 
@@ -233,13 +269,29 @@ def _options(task_name: str, model: str, args: argparse.Namespace, epochs: int) 
     overrides = {}
     if args.seq_len is not None:
         overrides["seq_len"] = args.seq_len
-    return RunOptions(model=model, preset="paper", epochs=epochs, batch_size=args.batch_size, rtol=args.rtol,
-                      atol=args.atol, compile=args.compile, subset=args.subset, max_batches=args.max_batches,
-                      device=args.device, progress=False, overrides=overrides)
+    return RunOptions(
+        model=model,
+        preset="paper",
+        epochs=epochs,
+        batch_size=args.batch_size,
+        rtol=args.rtol,
+        atol=args.atol,
+        compile=args.compile,
+        subset=args.subset,
+        max_batches=args.max_batches,
+        device=args.device,
+        progress=False,
+        overrides=overrides,
+    )
 
 
-def accuracy(task_name: str, models: list[str], args: argparse.Namespace, out: Path,
-             iteration_seconds: dict[str, tuple[float, int]]) -> None:
+def accuracy(
+    task_name: str,
+    models: list[str],
+    args: argparse.Namespace,
+    out: Path,
+    iteration_seconds: dict[str, tuple[float, int]],
+) -> None:
     """Reduced-epoch training per model; the table beside papers.md 7.2 and the HBNODE/NODE ratios."""
     task = TASKS[task_name]
     metric = f"eval_{task.metric}"
@@ -253,31 +305,72 @@ def accuracy(task_name: str, models: list[str], args: argparse.Namespace, out: P
         rows = result.rows
         evals = [r[metric] for r in rows if metric in r]
         results[name] = dict(
-            params=result.parameters, final=evals[-1], best=min(evals),
+            params=result.parameters,
+            final=evals[-1],
+            best=min(evals),
             fwd=statistics.mean(r["train_forward_nfe"] for r in rows),
             bwd=statistics.mean(r["train_backward_nfe"] for r in rows),
-            s_epoch=statistics.mean(r["seconds"] for r in rows))
+            s_epoch=statistics.mean(r["seconds"] for r in rows),
+        )
     paper = PAPER[task_name]
     table = []
     for name, r in results.items():
         p = paper.get(name, {})
         s_iter, batches = iteration_seconds.get(name, (float("nan"), 0))
-        table.append([name, r["params"], r["final"], r["best"], p.get("mse", ""), r["fwd"], p.get("fwd", ""), r["bwd"],
-                      p.get("bwd", ""), s_iter, r["s_epoch"], s_iter * batches, p.get("s_epoch", "")])
-    print(f"\n### {task_name}: {args.epochs} epoch(s) of the paper preset"
-          + (f", {args.max_batches} batches per epoch (train and eval)" if args.max_batches else "")
-          + f"; test metric {metric} (paper: min test MSE after 500 epochs)")
-    print_table(["model", "params", "test MSE final", "test MSE best", "paper", "fwd NFE", "paper fwd", "bwd NFE",
-                 "paper bwd", "s/iter", "s/epoch run (incl. eval)", "s/epoch full (s/iter x batches)",
-                 "paper s/epoch"], table)
+        table.append(
+            [
+                name,
+                r["params"],
+                r["final"],
+                r["best"],
+                p.get("mse", ""),
+                r["fwd"],
+                p.get("fwd", ""),
+                r["bwd"],
+                p.get("bwd", ""),
+                s_iter,
+                r["s_epoch"],
+                s_iter * batches,
+                p.get("s_epoch", ""),
+            ]
+        )
+    print(
+        f"\n### {task_name}: {args.epochs} epoch(s) of the paper preset"
+        + (f", {args.max_batches} batches per epoch (train and eval)" if args.max_batches else "")
+        + f"; test metric {metric} (paper: min test MSE after 500 epochs)"
+    )
+    print_table(
+        [
+            "model",
+            "params",
+            "test MSE final",
+            "test MSE best",
+            "paper",
+            "fwd NFE",
+            "paper fwd",
+            "bwd NFE",
+            "paper bwd",
+            "s/iter",
+            "s/epoch run (incl. eval)",
+            "s/epoch full (s/iter x batches)",
+            "paper s/epoch",
+        ],
+        table,
+    )
     if {"hbnode", "node"} <= set(results):
         hb, node = results["hbnode"], results["node"]
         ratio = lambda a, b: f"{a / b:.3f}" if b else "n/a"  # noqa: E731
-        print(f"HBNODE / NODE: test MSE {ratio(hb['best'], node['best'])} (paper "
-              f"{ratio(paper['hbnode']['mse'], paper['node']['mse'])}), forward NFE {ratio(hb['fwd'], node['fwd'])} "
-              f"(paper {ratio(paper['hbnode']['fwd'], paper['node']['fwd'])})"
-              + (f", backward NFE {ratio(hb['bwd'], node['bwd'])} (paper "
-                 f"{ratio(paper['hbnode']['bwd'], paper['node']['bwd'])})" if "bwd" in paper["hbnode"] else ""))
+        print(
+            f"HBNODE / NODE: test MSE {ratio(hb['best'], node['best'])} (paper "
+            f"{ratio(paper['hbnode']['mse'], paper['node']['mse'])}), forward NFE {ratio(hb['fwd'], node['fwd'])} "
+            f"(paper {ratio(paper['hbnode']['fwd'], paper['node']['fwd'])})"
+            + (
+                f", backward NFE {ratio(hb['bwd'], node['bwd'])} (paper "
+                f"{ratio(paper['hbnode']['bwd'], paper['node']['bwd'])})"
+                if "bwd" in paper["hbnode"]
+                else ""
+            )
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -292,8 +385,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq-len", type=int, help="window length (default: the paper's 64)")
     parser.add_argument("--rtol", type=float, help="default: the paper's 1e-7")
     parser.add_argument("--atol", type=float, help="default: the paper's 1e-7")
-    parser.add_argument("--no-compile", dest="compile", action="store_false", default=True,
-                        help="solve eagerly (default: the paper preset's torch.compile of each solver step)")
+    parser.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        default=True,
+        help="solve eagerly (default: the paper preset's torch.compile of each solver step)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="timed iterations per model (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")

@@ -7,6 +7,7 @@ compared with a plain hand-written RK4 loop. Ratios < 1 mean monode is cheaper.
 
     python benchmarks/solver_overhead.py [--threads 1] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,10 +61,15 @@ def main() -> None:
     with torch.no_grad():
         bare = median_time(lambda: field(torch.tensor(0.0), y0), repeat=repeat, min_time=0.05)
     y0g = y0.clone().requires_grad_(True)
-    bare_bwd = median_time(lambda: torch.autograd.grad(field(torch.tensor(0.0), y0g).sum(),
-                                                       (y0g, *field.parameters())), repeat=repeat, min_time=0.05)
-    print(f"bare field call: {bare * 1e6:.1f} us forward, {bare_bwd * 1e6:.1f} us forward+backward "
-          f"(torch {torch.__version__}, {torch.get_num_threads()} threads)\n")
+    bare_bwd = median_time(
+        lambda: torch.autograd.grad(field(torch.tensor(0.0), y0g).sum(), (y0g, *field.parameters())),
+        repeat=repeat,
+        min_time=0.05,
+    )
+    print(
+        f"bare field call: {bare * 1e6:.1f} us forward, {bare_bwd * 1e6:.1f} us forward+backward "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
+    )
 
     rows = []
     cases = [("dopri5", None), ("bosh3", None), ("euler", 0.05), ("midpoint", 0.05), ("rk4", 0.05)]
@@ -84,7 +90,7 @@ def main() -> None:
                     solve = lib.odeint_adjoint if adjoint else lib.odeint
                     kw = dict(adjoint_params=tuple(field.parameters())) if adjoint else {}
                     if lib is monode and step is not None:
-                        o = dict(opts, max_num_steps=10 ** 6)
+                        o = dict(opts, max_num_steps=10**6)
                     else:
                         o = opts
 
@@ -109,26 +115,62 @@ def main() -> None:
                     overhead = max(wall - eval_cost, 0.0) / max(steps, 1)
                     results[name] = (wall, nfe, overhead, eval_cost / wall)
                 m, p = results["monode"], results["torchdiffeq"]
-                rows.append([f"[0,{span:g}]", method, mode, m[1], p[1], m[0] * 1e3, p[0] * 1e3,
-                             m[2] * 1e6, p[2] * 1e6, m[2] / max(p[2], 1e-12), m[3], p[3]])
-    print_table(["span", "method", "mode", "NFE", "NFE tdq", "ms", "ms tdq", "overhead/step us",
-                 "tdq overhead/step us", "overhead ratio", "efficiency", "eff. tdq"], rows)
+                rows.append(
+                    [
+                        f"[0,{span:g}]",
+                        method,
+                        mode,
+                        m[1],
+                        p[1],
+                        m[0] * 1e3,
+                        p[0] * 1e3,
+                        m[2] * 1e6,
+                        p[2] * 1e6,
+                        m[2] / max(p[2], 1e-12),
+                        m[3],
+                        p[3],
+                    ]
+                )
+    print_table(
+        [
+            "span",
+            "method",
+            "mode",
+            "NFE",
+            "NFE tdq",
+            "ms",
+            "ms tdq",
+            "overhead/step us",
+            "tdq overhead/step us",
+            "overhead ratio",
+            "efficiency",
+            "eff. tdq",
+        ],
+        rows,
+    )
 
     print("\nrk4 vs a plain hand-written loop (step 0.05):")
     rows = []
     for span in (1.0, 10.0):
         t = torch.tensor([0.0, span])
         with torch.no_grad():
-            ours = median_time(lambda: monode.odeint(field, y0, t, method="rk4", options=dict(step_size=0.05)),
-                               repeat=repeat)
+            ours = median_time(
+                lambda: monode.odeint(field, y0, t, method="rk4", options=dict(step_size=0.05)), repeat=repeat
+            )
             hand = median_time(lambda: hand_rk4(field, y0, 0.0, span, 0.05), repeat=repeat)
-        ours_b = median_time(lambda: torch.autograd.grad(monode.odeint(field, y0g, t, method="rk4", options=dict(
-            step_size=0.05))[-1].square().sum(), y0g), repeat=repeat)
-        hand_b = median_time(lambda: torch.autograd.grad(hand_rk4(field, y0g, 0.0, span, 0.05).square().sum(), y0g),
-                             repeat=repeat)
+        ours_b = median_time(
+            lambda: torch.autograd.grad(
+                monode.odeint(field, y0g, t, method="rk4", options=dict(step_size=0.05))[-1].square().sum(), y0g
+            ),
+            repeat=repeat,
+        )
+        hand_b = median_time(
+            lambda: torch.autograd.grad(hand_rk4(field, y0g, 0.0, span, 0.05).square().sum(), y0g), repeat=repeat
+        )
         rows.append([f"[0,{span:g}]", ours * 1e3, hand * 1e3, ours / hand, ours_b * 1e3, hand_b * 1e3, ours_b / hand_b])
-    print_table(["span", "monode fwd ms", "hand fwd ms", "ratio", "monode fwd+bwd ms", "hand fwd+bwd ms", "ratio"],
-                rows)
+    print_table(
+        ["span", "monode fwd ms", "hand fwd ms", "ratio", "monode fwd+bwd ms", "hand fwd+bwd ms", "ratio"], rows
+    )
 
 
 if __name__ == "__main__":

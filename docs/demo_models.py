@@ -1,8 +1,9 @@
 """Build any monode model by name, run one batch forward and backward, print its NFE.
 
-    python docs/demo_models.py                 # every model
-    python docs/demo_models.py --model hbnode --batch 64
+python docs/demo_models.py                 # every model
+python docs/demo_models.py --model hbnode --batch 64
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,9 @@ from monode.layers import ODEBlock
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=sorted(MODELS), action="append",
-                        help="model name (repeatable; default: all)")
+    parser.add_argument(
+        "--model", choices=sorted(MODELS), action="append", help="model name (repeatable; default: all)"
+    )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--dim", type=int, default=8, help="channels of h")
     parser.add_argument("--tol", type=float, default=1e-5)

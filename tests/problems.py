@@ -1,4 +1,5 @@
 """Shared analytic problems for the tests: each has a vector field and its exact solution."""
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,7 @@ class HarmonicOscillator(torch.nn.Module):
 
     def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x, v = state
-        return v, -self.omega ** 2 * x
+        return v, -(self.omega**2) * x
 
     def exact(self, x0: torch.Tensor, v0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.omega
@@ -55,7 +56,7 @@ class HarmonicOscillator(torch.nn.Module):
 def damped_oscillator_exact(h0: float, v0: float, gamma: float, omega: float, t: float) -> float:
     """h'' + gamma h' + omega^2 h = 0 with h(0) = h0, h'(0) = v0 (underdamped: gamma < 2 omega)."""
     alpha = gamma / 2
-    beta = math.sqrt(omega ** 2 - alpha ** 2)
+    beta = math.sqrt(omega**2 - alpha**2)
     c1 = h0
     c2 = (v0 + alpha * h0) / beta
     return math.exp(-alpha * t) * (c1 * math.cos(beta * t) + c2 * math.sin(beta * t))
@@ -79,7 +80,7 @@ class NesterovHForm:
         h, v = state
         p = self.p
         k = t ** (-p / 2) * torch.exp(t / 2)
-        c = (p / 2) * (p / 2 - 1) / t ** 2 - 0.25
+        c = (p / 2) * (p / 2 - 1) / t**2 - 0.25
         return v, -(p / t) * v - c * h - k * (h @ self.a.T)
 
     def initial(self, x0: torch.Tensor, m0: torch.Tensor, t0: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,6 @@
 """options['compile'] for the adaptive solvers: one graph per step structure, reused by every solve, the
 same solutions and gradients as the eager solver, and a warned fallback when compilation fails."""
+
 from __future__ import annotations
 
 import warnings
@@ -11,8 +12,7 @@ from monode import ODEInputError, odeint, odeint_adjoint, record_stats
 from monode.dynamics import MLPField, build_model
 from monode.layers import ODERNN
 from monode.solvers import _compile
-from monode.tasks import TASKS
-from monode.tasks._base import RunOptions
+from monode.tasks import TASKS, RunOptions
 from problems import HarmonicOscillator
 
 F64 = torch.float64
@@ -20,7 +20,7 @@ F64 = torch.float64
 
 def _ode_rnn(name: str, compile: bool | dict, hidden: int = 4) -> ODERNN:
     torch.manual_seed(0)
-    field = build_model(name, dim=hidden, net=lambda i, o: MLPField(i, hidden, o, depth=2), preset="walker")
+    field = build_model(name, dim=hidden, net=lambda i, o: MLPField(i, hidden, o, depth=2), preset="walker2d")
     cell = lambda v, x: tuple(p + x.sum(1, keepdim=True) for p in v) if isinstance(v, tuple) else v + x  # noqa: E731
     options = dict(norm="rms", compile=compile) if compile else dict(norm="rms")
     return ODERNN(field, cell, hidden_size=hidden, adjoint=True, rtol=1e-7, atol=1e-9, options=options).double()
@@ -115,13 +115,14 @@ def test_sequence_paper_presets_compile_and_the_flag_overrides() -> None:
     task = TASKS["walker2d"]
 
     def options(**run: object) -> dict | None:
-        opts = RunOptions("hbnode", **run)
-        return opts.solver_options(task.settings(opts))
+        return task.settings(RunOptions("hbnode", **run)).solver()["options"]  # type: ignore[arg-type]
 
     assert options(preset="paper") == {"compile": True}
     assert options(preset="paper", compile=False) is None
     assert options(preset="quick") is None
-    assert options(preset="quick", compile=True, step_size=0.1) == {"compile": True, "step_size": 0.1}
+    assert options(preset="quick", compile=True, method="rk4", step_size=0.1) == {"compile": True, "step_size": 0.1}
+    with pytest.raises(ValueError, match="--step-size 0.1 applies to fixed-step methods"):
+        options(preset="quick", step_size=0.1)
 
 
 def test_backprop_through_compiled_steps_gives_eager_gradients() -> None:

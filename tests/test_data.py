@@ -1,4 +1,5 @@
 """monode.data against the real shared data (found by resolve_data_dir with no arguments) and tiny fakes."""
+
 from __future__ import annotations
 
 import gzip
@@ -12,9 +13,21 @@ import numpy as np
 import pytest
 import torch
 
-from monode.data import (DataIntegrityError, DataNotFoundError, load_cifar10, load_mnist, load_physionet,
-                         load_plane_vibration, load_silverbox, load_walker2d_rollouts, physionet_tensors,
-                         plane_vibration_windows, resolve_data_dir, walker2d_windows, write_cifar10_like)
+from monode.data import (
+    DataIntegrityError,
+    DataNotFoundError,
+    load_cifar10,
+    load_mnist,
+    load_physionet,
+    load_plane_vibration,
+    load_silverbox,
+    load_walker2d_rollouts,
+    physionet_tensors,
+    plane_vibration_windows,
+    resolve_data_dir,
+    walker2d_windows,
+    write_cifar10_like,
+)
 from monode.data import physionet as physionet_module
 from monode.data._files import file_digest
 
@@ -42,6 +55,7 @@ def flip_byte(path: Path, offset: int = 100) -> None:
 
 # ---------------------------------------------------------------- folders and checksums
 
+
 def test_resolve_data_dir_order(tmp_path, monkeypatch):
     monkeypatch.delenv("MONODE_DATA_DIR", raising=False)
     default = resolve_data_dir("mnist")
@@ -63,6 +77,7 @@ def test_missing_folder_names_expected_files(tmp_path):
 
 
 # ---------------------------------------------------------------- MNIST
+
 
 def test_mnist_real():
     images, labels = load_mnist(split="train")
@@ -97,12 +112,12 @@ def test_mnist_published_md5_without_sums_and_bad_magic(tmp_path):
 
 # ---------------------------------------------------------------- CIFAR-10 (generated tiny set)
 
+
 def test_cifar10_like_round_trip(tmp_path):
     write_cifar10_like(tmp_path, n_train=23, n_test=7, seed=3)
     images, labels = load_cifar10(tmp_path, split="train")
     assert images.shape == (23, 3, 32, 32) and images.dtype == torch.float32 and labels.shape == (23,)
-    batches = [pickle.loads((tmp_path / "cifar-10-batches-py" / f"data_batch_{i}").read_bytes())
-               for i in range(1, 6)]
+    batches = [pickle.loads((tmp_path / "cifar-10-batches-py" / f"data_batch_{i}").read_bytes()) for i in range(1, 6)]
     assert [len(b[b"labels"]) for b in batches] == [5, 5, 5, 4, 4]
     assert labels.tolist() == [label for b in batches for label in b[b"labels"]]
     raw = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
@@ -141,6 +156,7 @@ def test_cifar10_refuses_malicious_pickle(tmp_path):
 
 # ---------------------------------------------------------------- plane vibration and Silverbox
 
+
 def test_plane_vibration_and_silverbox():
     data = load_plane_vibration()
     assert data.shape == (73728, 5) and data.dtype == np.float64 and not np.isnan(data).any()
@@ -153,7 +169,7 @@ def test_plane_vibration_windows(split):
     counts = {name: len(part["x"]) for name, part in windows.items()}
     assert counts["train"] == pytest.approx(2 * counts["val"], abs=3) and abs(counts["val"] - counts["test"]) <= 3
     indices = [set(part["index"].flatten().tolist()) for part in windows.values()]
-    assert all(not (a & b) for i, a in enumerate(indices) for b in indices[i + 1:])  # splits share no sample
+    assert all(not (a & b) for i, a in enumerate(indices) for b in indices[i + 1 :])  # splits share no sample
     for part in windows.values():
         n = len(part["x"])
         assert part["x"].shape == part["y"].shape == (n, 64, 5) and part["dt"].shape == (n, 64)
@@ -168,6 +184,7 @@ def test_plane_vibration_windows(split):
 
 # ---------------------------------------------------------------- Walker2d
 
+
 def test_walker2d():
     rollouts = load_walker2d_rollouts()
     assert len(rollouts) == 400 and sum(len(r) for r in rollouts) == 254963
@@ -175,8 +192,11 @@ def test_walker2d():
     windows = walker2d_windows(rollouts)
     files = {name: set(part["file"].tolist()) for name, part in windows.items()}
     assert [len(files[name]) for name in ("train", "val", "test")] == [300, 40, 60]
-    assert not (files["train"] & files["val"]) and not (files["train"] & files["test"]) \
+    assert (
+        not (files["train"] & files["val"])
+        and not (files["train"] & files["test"])
         and not (files["val"] & files["test"])
+    )
     for part in windows.values():
         n = len(part["x"])
         assert part["x"].shape == part["y"].shape == (n, 64, 17) and part["dt"].shape == (n, 64)
@@ -190,6 +210,7 @@ def test_walker2d():
 
 
 # ---------------------------------------------------------------- PhysioNet 2012
+
 
 @pytest.fixture(scope="module")
 def physionet_cache(tmp_path_factory):
@@ -221,8 +242,14 @@ def test_physionet_cache_round_trip(physionet_cache, monkeypatch, tmp_path):
     assert len(list(cache.glob("*.pt"))) == 1
     monkeypatch.setattr(physionet_module, "_build", lambda *args: pytest.fail("cache was not used"))
     again = load_physionet(cache_dir=cache)
-    assert all(a.record_id == b.record_id and torch.equal(a.values, b.values) and torch.equal(a.mask, b.mask)
-               and torch.equal(a.times, b.times) and a.label == b.label for a, b in zip(records, again))
+    assert all(
+        a.record_id == b.record_id
+        and torch.equal(a.values, b.values)
+        and torch.equal(a.mask, b.mask)
+        and torch.equal(a.times, b.times)
+        and a.label == b.label
+        for a, b in zip(records, again)
+    )
     monkeypatch.undo()
     small = tmp_path / "cache"
     load_physionet(sets=("b",), cache_dir=small, quantization=1.0)

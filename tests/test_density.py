@@ -1,4 +1,5 @@
 """Density task: CNF log-likelihood against closed forms, the trace estimators, gradients, toy samplers, CLI."""
+
 from __future__ import annotations
 
 import csv
@@ -12,13 +13,24 @@ from monode.cli import main
 from monode.data import TOY2D, sample_toy2d
 from monode.dynamics import MLPField
 from monode.dynamics.cnf import CNF, TRACES, divergence, hutchinson_noise, standard_normal_log_prob
-from monode.tasks import TASKS
-from monode.tasks._base import RunOptions
+from monode.tasks import TASKS, RunOptions
 from monode.tasks.density import log_density_grid
 
 TIGHT = dict(method="dopri5", rtol=1e-10, atol=1e-10)
-TINY = ["--set", "n_train=200", "--set", "n_eval=100", "--set", "n_plot=300", "--set", "grid_size=16",
-        "--set", "hidden=8", "--set", "depth=2"]
+TINY = [
+    "--set",
+    "n_train=200",
+    "--set",
+    "n_eval=100",
+    "--set",
+    "n_plot=300",
+    "--set",
+    "grid_size=16",
+    "--set",
+    "hidden=8",
+    "--set",
+    "depth=2",
+]
 
 
 class LinearField(nn.Module):
@@ -46,6 +58,7 @@ def mlp(seed: int = 0, hidden: int = 8, depth: int = 3) -> MLPField:
 
 
 # --- exact log-likelihood -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("trace", TRACES)
 def test_identity_flow_gives_the_standard_normal_exactly(trace: str) -> None:
@@ -78,8 +91,9 @@ def test_linear_flow_log_prob_and_gradient_match_the_closed_form(adjoint: bool) 
 def test_hutchinson_log_prob_of_linear_flow_is_right_in_expectation(noise: str) -> None:
     n = 20_000  # one point repeated: every row draws its own probe, so the rows are independent estimates
     x = torch.tensor([[0.4, -1.2]], dtype=torch.float64).expand(n, 2)
-    flow = CNF(LinearField(A), 2, t_end=0.7, trace="hutchinson", noise=noise, method="rk4",
-               options=dict(step_size=0.05))
+    flow = CNF(
+        LinearField(A), 2, t_end=0.7, trace="hutchinson", noise=noise, method="rk4", options=dict(step_size=0.05)
+    )
     torch.manual_seed(0)
     with torch.no_grad():
         estimates = flow.log_prob(x)
@@ -102,6 +116,7 @@ def test_solver_override_integrates_with_the_given_method() -> None:
 
 
 # --- the trace estimators -------------------------------------------------------------------------
+
 
 def test_exact_divergence_is_the_jacobian_trace_and_hutchinson_is_unbiased() -> None:
     net = mlp(1)
@@ -135,6 +150,7 @@ def test_bad_trace_and_noise_names_are_errors() -> None:
 
 # --- gradients --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("trace", TRACES)
 def test_gradcheck_of_log_prob_through_rk4(trace: str) -> None:
     """Backprop through the solver and through the trace (second derivatives of f) against finite differences."""
@@ -153,6 +169,7 @@ def test_gradcheck_of_log_prob_through_rk4(trace: str) -> None:
 
 # --- toy samplers -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", sorted(TOY2D))
 def test_toy_samplers_shape_seed_and_range(name: str) -> None:
     x = sample_toy2d(name, 500, seed=3)
@@ -167,11 +184,14 @@ def test_toy_samplers_draw_the_documented_shapes() -> None:
     board = sample_toy2d("checkerboard", 2000)
     cells = torch.floor((board + 4) / 2)
     assert board.abs().max() <= 4 and ((cells[:, 0] + cells[:, 1]) % 2 == 0).all()  # dark squares only
-    centres = 2 * math.sqrt(2) * torch.stack([torch.cos(torch.arange(8) * math.pi / 4),
-                                              torch.sin(torch.arange(8) * math.pi / 4)], 1)
+    centres = (
+        2
+        * math.sqrt(2)
+        * torch.stack([torch.cos(torch.arange(8) * math.pi / 4), torch.sin(torch.arange(8) * math.pi / 4)], 1)
+    )
     gaussians = sample_toy2d("8gaussians", 4000)
     nearest = torch.cdist(gaussians, centres).min(1).values
-    assert abs(float(nearest.pow(2).mean()) - 2 * 0.35 ** 2) < 0.02  # E|x - c|^2 = 2 sigma^2
+    assert abs(float(nearest.pow(2).mean()) - 2 * 0.35**2) < 0.02  # E|x - c|^2 = 2 sigma^2
     radius = sample_toy2d("rings", 4000).norm(dim=1)
     ring_gap = (radius.unsqueeze(1) - torch.tensor([0.75, 1.5, 2.25, 3.0])).abs().min(1).values
     assert ring_gap.max() < 0.5 and ring_gap.mean() < 0.1
@@ -186,6 +206,7 @@ def test_unknown_toy_name_is_an_error() -> None:
 
 # --- grid, task and CLI -----------------------------------------------------------------------------------
 
+
 def test_log_density_grid_layout_and_mass() -> None:
     points, logp = log_density_grid(lambda x: x[:, 0] + 10 * x[:, 1], limit=2.0, size=6)
     assert points.shape == (6, 6, 2) and logp.shape == (6, 6)
@@ -196,26 +217,67 @@ def test_log_density_grid_layout_and_mass() -> None:
 
 
 def test_density_train_cli_writes_png_and_rejects_bad_dataset(tmp_path, capsys) -> None:
-    assert main(["train", "density", "--model", "node", "--epochs", "1", "--no-progress",
-                 "--set", "dataset=8gaussians", *TINY, "--out", str(tmp_path / "a")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "density",
+                "--model",
+                "node",
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--set",
+                "dataset=8gaussians",
+                *TINY,
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "a" / "density.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
     assert math.isfinite(float(rows[-1]["eval_nll"]))
-    assert main(["train", "density", "--model", "node", "--set", "dataset=swissroll",
-                 "--out", str(tmp_path / "b")]) == 2
+    assert (
+        main(["train", "density", "--model", "node", "--set", "dataset=swissroll", "--out", str(tmp_path / "b")]) == 2
+    )
     assert "--set dataset='swissroll' is not a 2-D toy density" in capsys.readouterr().err
-    assert main(["train", "density", "--model", "node", "--set", "eval_method=rk45",
-                 "--out", str(tmp_path / "d")]) == 2
+    assert main(["train", "density", "--model", "node", "--set", "eval_method=rk45", "--out", str(tmp_path / "d")]) == 2
     assert "--set eval_method='rk45' is not a monode solver" in capsys.readouterr().err
     assert main(["train", "density", "--model", "hbnode", "--out", str(tmp_path / "c")]) == 2
     assert "--model 'hbnode' is not available" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags", [["--method", "rk4", "--step-size", "0.1"], ["--method", "nag"],
-                                   ["--set", "trace=hutchinson", "--set", "noise=rademacher", "--adjoint"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--method", "rk4", "--step-size", "0.1"],
+        ["--method", "nag"],
+        ["--set", "trace=hutchinson", "--set", "noise=rademacher", "--adjoint"],
+    ],
+)
 def test_density_cli_solver_and_trace_choices(tmp_path, flags: list[str]) -> None:
-    assert main(["train", "density", "--model", "node", "--epochs", "1", "--no-progress", "--set",
-                 "dataset=2moons", *TINY, *flags, "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "density",
+                "--model",
+                "node",
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--set",
+                "dataset=2moons",
+                *TINY,
+                *flags,
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     nfe = {"rk4": 4 * 5, "nag": 10}  # T = 0.5: 5 RK4 steps of 0.1; 10 NAG steps of the default 0.05
     method = flags[1] if flags[0] == "--method" else None
@@ -226,19 +288,48 @@ def test_density_cli_solver_and_trace_choices(tmp_path, flags: list[str]) -> Non
 
 @pytest.mark.slow
 def test_short_training_beats_the_standard_normal(tmp_path) -> None:
-    settings = ["--set", "n_train=1000", "--set", "n_eval=1000", "--set", "hidden=32", "--set", "depth=3",
-                "--set", "n_plot=500", "--set", "grid_size=20"]
+    settings = [
+        "--set",
+        "n_train=1000",
+        "--set",
+        "n_eval=1000",
+        "--set",
+        "hidden=32",
+        "--set",
+        "depth=3",
+        "--set",
+        "n_plot=500",
+        "--set",
+        "grid_size=20",
+    ]
     task = TASKS["density"]
     opts = RunOptions(model="node", overrides={"n_train": 1000, "n_eval": 1000, "hidden": 32, "depth": 3})
     torch.manual_seed(0)
-    untrained = task.build(opts, task.settings(opts))
+    untrained = task.build(task.settings(opts))
     held_out = untrained.eval_data[0]
     with torch.no_grad():
         before = -float(untrained.model.log_prob(held_out, trace="exact").mean())
     baseline = -float(standard_normal_log_prob(held_out).mean())  # N(0, I), about 5.96 nats on 8gaussians
 
-    assert main(["train", "density", "--model", "node", "--epochs", "20", "--batch-size", "100", "--no-progress",
-                 *settings, "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "density",
+                "--model",
+                "node",
+                "--epochs",
+                "20",
+                "--batch-size",
+                "100",
+                "--no-progress",
+                *settings,
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     after = float(rows[-1]["eval_nll"])
     # measured: 5.80 untrained -> 3.17 after 20 epochs (N(0, I): 5.97; the data's entropy, the optimum: about 2.8)

@@ -1,7 +1,7 @@
 """The model family: registry, equations at hand-computed points, analytic solutions, parameter counts."""
+
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -9,9 +9,21 @@ import torch
 import torchdiffeq
 from torch import nn
 
-from monode.dynamics import (EXPERIMENTS, MODELS, AdamField, HeavyBallField, MLPField, NesterovField,
-                             TimeScaledField,
-                             build_initializer, build_model, nesterov_dr, nesterov_k, nesterov_r)
+from monode.dynamics import (
+    EXPERIMENTS,
+    MODELS,
+    AdamField,
+    AdamInitialState,
+    HeavyBallField,
+    NesterovField,
+    OfficialNesterovField,
+    TimeScaledField,
+    build_initializer,
+    build_model,
+    nesterov_dr,
+    nesterov_k,
+    nesterov_r,
+)
 from monode.layers import ODEBlock, image_classifier
 from problems import NesterovHForm, damped_oscillator_exact
 
@@ -53,14 +65,22 @@ def scalar(v: float) -> torch.Tensor:
 
 # --- registry -----------------------------------------------------------------------------------
 
-def test_registry_names_and_presets():
-    assert sorted(MODELS) == sorted(["node", "anode", "sonode", "hbnode", "ghbnode", "adamnode", "nesterovnode",
-                                     "gnesterovnode"])
-    for name, spec in MODELS.items():
-        assert spec.name == name
-        assert set(spec.presets) == set(EXPERIMENTS), name
-        for preset in EXPERIMENTS:  # every preset builds
-            build_model(name, dim=2, hidden=3, preset=preset)
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_registry_entry_is_consistent(name):
+    spec = MODELS[name]
+    assert spec.name == name
+    assert set(spec.presets) <= set(EXPERIMENTS), name  # presets are keyed by task names
+    for preset in EXPERIMENTS:  # every experiment builds (with the model's defaults where it has no preset)
+        field = build_model(name, dim=2, hidden=3, preset=preset)
+        assert isinstance(field, spec.field) and field.state_size == spec.state_size
+    init = build_initializer(name, in_channels=2, dim=2, hidden=3, conv=False)
+    variables = init(torch.randn(4, 2))
+    state = field.encode(variables, torch.tensor(spec.t_span[0]))
+    assert len(state if isinstance(state, tuple) else (state,)) == spec.state_size
+
+
+def test_paper_model_properties():
     assert MODELS["nesterovnode"].t_span == (1.0, 2.0) and MODELS["hbnode"].t_span == (0.0, 1.0)
     assert MODELS["sonode"].f_channels(5) == (10, 5) and MODELS["anode"].f_channels(6) == (6, 6)
     assert [MODELS[n].state_size for n in ("node", "sonode", "hbnode", "adamnode")] == [1, 2, 2, 3]
@@ -84,19 +104,20 @@ def test_presets_are_applied():
     assert ghb.net.conv1.in_channels == 7 and ghb.net.conv1.out_channels == 45  # DF(6, 45)
     assert torch.allclose(ghb.xi_value(), torch.tensor(math.log1p(math.exp(2.0))))  # softplus(2) = 2.127
     assert ghb.gate is torch.tanh
-    cifar = build_model("ghbnode", dim=2, hidden=2, preset="cifar")
+    cifar = build_model("ghbnode", dim=2, hidden=2, preset="cifar10")
     assert "xi_logit" not in dict(cifar.named_parameters()) and float(cifar.xi_value()) == 1.5
-    hb_walker = build_model("hbnode", dim=2, hidden=2, preset="walker")
+    hb_walker = build_model("hbnode", dim=2, hidden=2, preset="walker2d")
     assert abs(float(hb_walker.xi_value()) - math.log(2)) < 1e-7 and not hb_walker.xi.requires_grad
-    adam = build_model("adamnode", dim=2, hidden=2, preset="cifar")
+    adam = build_model("adamnode", dim=2, hidden=2, preset="cifar10")
     with torch.no_grad():
-        beta1, neg_beta2, _ = adam.coefficients()
-    assert abs(beta1.item() - 0.9526) < 1e-4 and abs(-neg_beta2.item() - 0.9526) < 1e-4
+        coef = adam.coefficients()
+    assert abs(coef.beta1.item() - 0.9526) < 1e-4 and abs(coef.beta2.item() - 0.9526) < 1e-4 and coef.xi is None
     gn = build_model("gnesterovnode", dim=2, hidden=2)
     assert float(gn.gated_k(torch.tensor(2.0))) == 0.5  # hardtanh(+-0.5) clips k(2) = 0.961
 
 
 # --- equations at a point ---------------------------------------------------------------------------
+
 
 def test_ghbnode_field_by_hand():
     field = HeavyBallField(Affine(), activation="tanh", gamma_logit=0.0, xi=0.7).double()  # gamma = 0.5
@@ -166,14 +187,15 @@ def test_nesterov_paper_field_by_hand():
 
 def test_nesterov_official_field_by_hand():
     """The released code's equations: m~ = r' a + r b, a' = m~, b' = sign f(t, a) - m~ - xi a."""
-    field = NesterovField(Affine(), official=True, xi=0.7).double()
+    field = OfficialNesterovField(Affine(), xi=0.7).double()
+    assert isinstance(build_model("nesterovnode", dim=1, hidden=2, official=True), OfficialNesterovField)
     t = torch.tensor(1.5, dtype=F64)
     da, db = field(t, (scalar(0.3), scalar(-0.4)))
     # r(1.5) = 0.867793, r'(1.5) = (3/3 - 1/2) r = 0.433896; m~ = 0.433896*0.3 - 0.867793*0.4 = -0.216948
     assert da.item() == pytest.approx(-0.2169481923)
     # f(t, a) = 2*0.3 + 1.5 = 2.1 (f sees the raw a); b' = -2.1 + 0.216948 - 0.21
     assert db.item() == pytest.approx(-2.0930518077)
-    plus = NesterovField(Affine(), official=True, xi=0.7, sign=1).double()
+    plus = OfficialNesterovField(Affine(), xi=0.7, sign=1).double()
     assert plus(t, (scalar(0.3), scalar(-0.4)))[1].item() == pytest.approx(2.1 + 0.2169481923 - 0.21)
     # calc_algebraic_factor at T = 2: h = k a = 0.961058*0.3; c_T = r'(2) = 0.260130; h' = k (b - c_T h)
     h, dh = field.decode((scalar(0.3), scalar(-0.4)), torch.tensor(2.0, dtype=F64))
@@ -186,9 +208,10 @@ def test_nesterov_official_field_by_hand():
 
 # --- analytic solutions -------------------------------------------------------------------------------
 
+
 def test_hbnode_is_a_damped_oscillator():
     omega, h0, m0 = 2.0, 0.8, -0.3
-    net = Linear(torch.tensor([[-omega ** 2]], dtype=F64))
+    net = Linear(torch.tensor([[-(omega**2)]], dtype=F64))
     field = HeavyBallField(net, gamma_logit=0.0).double()  # gamma = 0.5, sigma = id, xi = 0
     block = ODEBlock(field, Given(scalar(h0), scalar(m0)), rtol=1e-10, atol=1e-10)
     h1 = block(torch.zeros(1, 1, dtype=F64)).item()
@@ -221,6 +244,7 @@ def test_time_scaled_field_rescales_each_sample():
 
 
 # --- shapes, dtypes, gradients -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -256,10 +280,11 @@ def _gradcheck_block(block: ODEBlock, x: torch.Tensor, **tolerances) -> bool:
 
 # Every scalar parameter is differentiated (xi~ too); hardtanh gates are swapped for tanh because
 # gradcheck needs differentiable gates.
-GRADCHECK_CASES = {
-    "node": {}, "anode": {}, "sonode": {}, "hbnode": dict(xi_logit=0.5), "ghbnode": {},
-    "adamnode": dict(xi_logit=0.5), "nesterovnode": dict(xi_logit=0.5),
-    "gnesterovnode": dict(preset="cifar", xi=0.0, xi_logit=0.5),
+GRADCHECK_CASES = {name: {} for name in MODELS} | {
+    "hbnode": dict(xi_logit=0.5),
+    "adamnode": dict(xi_logit=0.5),
+    "nesterovnode": dict(xi_logit=0.5),
+    "gnesterovnode": dict(preset="cifar10", xi=0.0, xi_logit=0.5),
     "nesterovnode-official": dict(official=True, xi_logit=0.5),
 }
 
@@ -282,19 +307,35 @@ def test_gradcheck_dopri5_with_initial_velocity():
     assert _gradcheck_block(block, 0.5 * torch.randn(2, 1, dtype=F64), atol=1e-5, rtol=1e-3)
 
 
-# --- the papers' MNIST / CIFAR parameter counts (papers.md 7.1) ------------------------------------
+# --- the papers' MNIST / CIFAR parameter counts (Xia et al. 2021 Table 1; the released code) -----------
 
-MNIST_COUNTS = {"node": 85316, "anode": 85462, "sonode": 86179, "hbnode": 85931, "ghbnode": 85235,
-                "nesterovnode": 85930, "gnesterovnode": 85930, "adamnode": 85832}
-CIFAR_COUNTS = {"node": 173611, "anode": 172452, "sonode": 171635, "hbnode": 172916, "ghbnode": 172916,
-                "nesterovnode": 172915, "gnesterovnode": 172915, "adamnode": 173070}
+MNIST_COUNTS = {
+    "node": 85316,
+    "anode": 85462,
+    "sonode": 86179,
+    "hbnode": 85931,
+    "ghbnode": 85235,
+    "nesterovnode": 85930,
+    "gnesterovnode": 85930,
+    "adamnode": 85832,
+}
+CIFAR_COUNTS = {
+    "node": 173611,
+    "anode": 172452,
+    "sonode": 171635,
+    "hbnode": 172916,
+    "ghbnode": 172916,
+    "nesterovnode": 172915,
+    "gnesterovnode": 172915,
+    "adamnode": 173070,
+}
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(MNIST_COUNTS))
 def test_mnist_and_cifar_parameter_counts(name):
     mnist = sum(p.numel() for p in image_classifier(name, "mnist").parameters())
     assert abs(mnist - MNIST_COUNTS[name]) <= 0.01 * MNIST_COUNTS[name], (name, mnist)
-    cifar = sum(p.numel() for p in image_classifier(name, "cifar", in_channels=3, image_size=32).parameters())
+    cifar = sum(p.numel() for p in image_classifier(name, "cifar10", in_channels=3, image_size=32).parameters())
     assert abs(cifar - CIFAR_COUNTS[name]) <= 0.01 * CIFAR_COUNTS[name], (name, cifar)
 
 
@@ -307,57 +348,16 @@ def test_exact_counts_where_the_architecture_is_the_papers():
     assert sum(p.numel() for p in official_adam.parameters()) == 85832 - 62820 - 5  # 23,007: 7 channels o
 
 
-
-@pytest.mark.parametrize("gate", [None, "tanh", "sigmoid", "hardtanh", ("hardtanh", 0.5), lambda k: k * 0.5])
-def test_nesterov_float_clock_equals_the_tensor_clock(gate) -> None:
-    """On the CPU rhs takes sigma1(k(t)) (and the official r, r') as Python floats: same values as the tensor path."""
-    field = NesterovField(nn.Identity(), k_activation=gate)
-    official = NesterovField(nn.Identity(), official=True)
-    for value in (1.0, 1.37, 2.0):
-        t = torch.tensor(value, dtype=F64)
-        k, _ = field._clock(t)
-        assert float(k) == pytest.approx(float(field.gated_k(t)), rel=1e-12)
-        _, (r, dr) = official._clock(t)
-        assert (r, dr) == pytest.approx((float(nesterov_r(t)), float(nesterov_dr(t))), rel=1e-12)
-
-
-@pytest.mark.parametrize("options", [dict(activation="tanh"), dict(activation="relu", depth=1),
-                                     dict(activation="tanh", time=True), dict(activation="elu")])
-def test_mlp_input_scale_is_the_scaled_call(options) -> None:
-    """f(t, x, input_scale=k) = f(t, k x), folded into the first matmul where it can be (2-D, no time column)."""
+def test_official_adam_initial_state_follows_the_released_sign():
+    """The released builder's second block is the momentum m_c of h' = sigma(-m_c) / (sqrt(act(v)) + eps); with
+    m = -m_c the initial h' must equal the released one (it had the opposite sign)."""
     torch.manual_seed(0)
-    net = MLPField(4, 8, **options).double()
-    t = torch.tensor(0.3, dtype=F64)
-    for x in (torch.randn(5, 4, dtype=F64), torch.randn(2, 3, 4, dtype=F64)):
-        if x.dim() == 3 and options.get("time"):
-            continue  # the time column is for [B, features] inputs
-        torch.testing.assert_close(net(t, x, input_scale=1.7), net(t, 1.7 * x), rtol=1e-13, atol=1e-13)
-
-
-class _Plain(nn.Module):
-    """Wraps a network without its `input_scale` keyword: the field then multiplies h = k x itself."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return self.net(t, h)
-
-
-@pytest.mark.parametrize("name", ["nesterovnode", "gnesterovnode"])
-def test_nesterov_k_folded_into_the_network_equals_the_multiply(name) -> None:
-    torch.manual_seed(1)
-    folded = build_model(name, dim=4, hidden=8, net=lambda i, o: MLPField(i, 8, o)).double()
-    plain = copy.deepcopy(folded)
-    plain.net = _Plain(plain.net)
-    assert folded.net.accepts_input_scale and not hasattr(plain.net, "accepts_input_scale")
-    t = torch.tensor(1.4, dtype=F64)
-    state = tuple(torch.randn(3, 4, dtype=F64, requires_grad=True) for _ in range(2))
-    outs = [field.bind()(t, state) for field in (folded, plain)]
-    for a, b in zip(*outs):
-        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
-    grads = [torch.autograd.grad(sum(o.sum() for o in out), (*state, *field.parameters()))
-             for out, field in zip(outs, (folded, plain))]
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    init = AdamInitialState(1, 5, 8, conv=False, layout="official").double()
+    x = torch.randn(4, 1, dtype=F64)
+    h0, m0, v0 = init(x)
+    o = init.net(x)
+    m_c0 = torch.cat([x, o, o * o], 1)[:, 5:10]
+    field = AdamField(Affine()).double()
+    dh = field(torch.tensor(0.0, dtype=F64), (h0, m0, v0))[0]
+    released = -m_c0 / (torch.sqrt(nn.functional.softplus(v0)) + 1e-8)
+    torch.testing.assert_close(dh, released, rtol=1e-7, atol=1e-12)

@@ -1,4 +1,5 @@
 """MNIST / CIFAR-10 tasks and the ResNet baseline: real short training, data errors, NFE accounting."""
+
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,7 @@ from monode.cli import main
 from monode.data import resolve_data_dir, write_cifar10_like
 from monode.dynamics import ConvField
 from monode.layers import ResNetBlock, image_classifier
-from monode.tasks import TASKS
-from monode.tasks._base import RunOptions
+from monode.tasks import TASKS, RunOptions
 
 
 def _rows(path) -> list[dict[str, str]]:
@@ -23,8 +23,30 @@ def _rows(path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_mnist_subset_training_beats_chance(tmp_path) -> None:
     """HBNODE on 512 real MNIST digits, 2 epochs: loss falls, test accuracy far above 10%."""
-    assert main(["train", "mnist", "--model", "hbnode", "--subset", "512", "--set", "test_subset=500",
-                 "--epochs", "2", "--batch-size", "32", "--lr", "2e-3", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "mnist",
+                "--model",
+                "hbnode",
+                "--subset",
+                "512",
+                "--set",
+                "test_subset=500",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "32",
+                "--lr",
+                "2e-3",
+                "--no-progress",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     rows = _rows(tmp_path)
     assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"])
     assert float(rows[-1]["eval_accuracy"]) >= 0.6
@@ -34,9 +56,32 @@ def test_mnist_subset_training_beats_chance(tmp_path) -> None:
 def test_cifar10_task_on_generated_batches(tmp_path) -> None:
     write_cifar10_like(tmp_path / "data", n_train=40, n_test=10)
     for model in ("ghbnode", "resnet"):
-        assert main(["train", "cifar10", "--model", model, "--data-dir", str(tmp_path / "data"), "--epochs", "1",
-                     "--batch-size", "20", "--set", "resnet_depth=2", "--method", "rk4", "--step-size", "0.5",
-                     "--no-progress", "--out", str(tmp_path / model)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "cifar10",
+                    "--model",
+                    model,
+                    "--data-dir",
+                    str(tmp_path / "data"),
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "20",
+                    "--set",
+                    "resnet_depth=2",
+                    "--method",
+                    "rk4",
+                    "--step-size",
+                    "0.5",
+                    "--no-progress",
+                    "--out",
+                    str(tmp_path / model),
+                ]
+            )
+            == 0
+        )
         row = _rows(tmp_path / model)[-1]
         assert 0 <= float(row["eval_accuracy"]) <= 1 and float(row["train_loss"]) > 0
         assert float(row["train_forward_nfe"]) == (8 if model == "ghbnode" else 2)
@@ -64,9 +109,15 @@ def test_every_model_builds_for_both_image_tasks(tmp_path) -> None:
     for task_name, data_dir, size in (("mnist", None, 28), ("cifar10", str(tmp_path), 32)):
         task = TASKS[task_name]
         for model in task.models:
-            opts = RunOptions(model=model, data_dir=data_dir, subset=4, method="euler", step_size=1.0,
-                              overrides={"test_subset": 2, "resnet_depth": 1})
-            built = task.build(opts, task.settings(opts))
+            opts = RunOptions(
+                model=model,
+                data_dir=data_dir,
+                subset=4,
+                method="euler",
+                step_size=1.0,
+                overrides={"test_subset": 2, "resnet_depth": 1},
+            )
+            built = task.build(task.settings(opts))
             x = built.train_data[0]
             assert x.shape[-1] == size
             assert built.model(x).shape == (4, 10)
@@ -77,8 +128,9 @@ def test_resnet_with_tied_weights_is_an_euler_solve() -> None:
     net = ConvField(2, 8).double()
     x = torch.randn(3, 2, 5, 5, dtype=torch.float64)
     block = ResNetBlock(lambda: net, depth=4)
-    expected = odeint(net, x, torch.tensor([0.0, 1.0], dtype=torch.float64), method="euler",
-                      options=dict(step_size=0.25))[-1]
+    expected = odeint(
+        net, x, torch.tensor([0.0, 1.0], dtype=torch.float64), method="euler", options=dict(step_size=0.25)
+    )[-1]
     torch.testing.assert_close(block(x), expected)
 
 

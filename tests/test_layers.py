@@ -1,4 +1,5 @@
 """ODEBlock and ODERNN: outputs, statistics, adjoint agreement, per-sample time gaps, the demo."""
+
 from __future__ import annotations
 
 import runpy
@@ -11,7 +12,7 @@ import torchdiffeq
 from torch import nn
 
 from monode.dynamics import MODELS, build_initializer, build_model
-from monode.layers import ODEBlock, ODERNN, image_classifier
+from monode.layers import ODERNN, ODEBlock, image_classifier
 from monode.solvers import record_stats
 
 F64 = torch.float64
@@ -28,7 +29,7 @@ def test_outputs_readout_variables_state_and_trajectory():
     block = _block("nesterovnode")
     x = torch.randn(5, 2, dtype=F64)
     h, state, variables = block(x), block(x, output="state"), block(x, output="variables")
-    k2 = 2.0 ** -1.5 * torch.e  # h(2) = k(2) x(2) for the paper NesterovNODE
+    k2 = 2.0**-1.5 * torch.e  # h(2) = k(2) x(2) for the paper NesterovNODE
     assert torch.allclose(h, k2 * state[0]) and torch.equal(variables[0], h) and torch.equal(variables[1], state[1])
     times = torch.tensor([1.0, 1.5, 2.0], dtype=F64)
     trajectory = block(x, times)
@@ -66,7 +67,7 @@ def test_adjoint_gradients_match_backprop(name):
     for adjoint in (False, True):
         block = _block(name, adjoint=adjoint)
         if name == "gnesterovnode":  # smooth gates: hardtanh kinks make the two differ by more than the tolerance
-            block.field = build_model(name, dim=3, hidden=8, preset="cifar").double()
+            block.field = build_model(name, dim=3, hidden=8, preset="cifar10").double()
         params = [p for p in block.parameters()]
         grads.append(torch.autograd.grad(block(x).pow(2).sum(), params))
     for backprop, adjoint in zip(*grads):
@@ -89,7 +90,7 @@ def test_odernn_per_sample_gaps_match_separate_solves():
     assert out.evolved[0].shape == (1, 3, 3) and torch.equal(out.updated[0][0], h0)
     for i in range(3):
         t = torch.tensor([0.0, dt[0, i].item()], dtype=F64)
-        h_ref, m_ref = torchdiffeq.odeint(field, (h0[i:i + 1], m0[i:i + 1]), t, rtol=1e-11, atol=1e-11)
+        h_ref, m_ref = torchdiffeq.odeint(field, (h0[i : i + 1], m0[i : i + 1]), t, rtol=1e-11, atol=1e-11)
         assert torch.allclose(out.evolved[0][0, i], h_ref[-1, 0], rtol=1e-7, atol=1e-9)
         assert torch.allclose(out.evolved[1][0, i], m_ref[-1, 0], rtol=1e-7, atol=1e-9)
 
@@ -134,8 +135,9 @@ def test_odernn_checks_shapes():
 
 
 def test_odernn_counts_every_solve():
-    rnn = ODERNN(build_model("hbnode", dim=2, hidden=2), Identity(), hidden_size=2, method="rk4",
-                 options=dict(step_size=0.5))
+    rnn = ODERNN(
+        build_model("hbnode", dim=2, hidden=2), Identity(), hidden_size=2, method="rk4", options=dict(step_size=0.5)
+    )
     rnn(torch.zeros(3, 2, 1), torch.ones(3, 2))
     assert rnn.last_stats.forward_nfe == 3 * 2 * 4 and rnn.last_stats.solves == 3
 
@@ -179,8 +181,14 @@ def test_odernn_adjoint_matches_torchdiffeq_per_solve_reference():
         def stacked(t, s):
             calls.append(1)
             return gap.view(-1, 1, 1) * torch.stack(field(t, tuple(s.unbind(1))), 1)
-        return torchdiffeq.odeint_adjoint(stacked, torch.stack(state, 1), torch.tensor([0.0, 1.0], dtype=F64),
-                                          adjoint_params=tuple(field.parameters()), **settings)[-1].unbind(1)
+
+        return torchdiffeq.odeint_adjoint(
+            stacked,
+            torch.stack(state, 1),
+            torch.tensor([0.0, 1.0], dtype=F64),
+            adjoint_params=tuple(field.parameters()),
+            **settings,
+        )[-1].unbind(1)
 
     state, hs = (x.new_zeros(6, 3),) * 2, []
     for i in range(4):

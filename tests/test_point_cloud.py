@@ -1,4 +1,5 @@
 """Point-cloud task and the CLI: real short trainings, the comparison report, clear errors."""
+
 from __future__ import annotations
 
 import csv
@@ -33,8 +34,22 @@ def test_point_cloud_training_learns(tmp_path, model: str) -> None:
 
 
 def test_compare_writes_table_csv_and_plots(tmp_path) -> None:
-    assert main(["compare", "point-cloud", "--models", "node,ghbnode", "--epochs", "2", "--no-progress",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "point-cloud",
+                "--models",
+                "node,ghbnode",
+                "--epochs",
+                "2",
+                "--no-progress",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     table = (tmp_path / "table.md").read_text()
     assert "| node |" in table and "| ghbnode |" in table
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
@@ -48,18 +63,55 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys) -> None:
     assert "--model 'nope' is not available" in capsys.readouterr().err
     assert main(["train", "no-such-task", "--model", "node"]) == 2
     assert "unknown task" in capsys.readouterr().err
-    assert main(["train", "point-cloud", "--model", "node", "--method", "rk5", "--epochs", "1",
-                 "--no-progress", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "point-cloud",
+                "--model",
+                "node",
+                "--method",
+                "rk5",
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "not a monode solver" in capsys.readouterr().err
 
 
 def test_set_overrides_a_task_setting(tmp_path, capsys) -> None:
-    assert main(["train", "point-cloud", "--model", "node", "--epochs", "1", "--no-progress", "--set", "dim=3",
-                 "--set", "n_inner=10", "--set", "n-outer=20", "--out", str(tmp_path / "a")]) == 0
-    from monode.tasks._base import RunOptions
+    assert (
+        main(
+            [
+                "train",
+                "point-cloud",
+                "--model",
+                "node",
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--set",
+                "dim=3",
+                "--set",
+                "n_inner=10",
+                "--set",
+                "n-outer=20",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
+    from monode.tasks import RunOptions
+
     task = TASKS["point-cloud"]
     opts = RunOptions(model="node", overrides={"dim": 3, "n_inner": 10})
-    built = task.build(opts, task.settings(opts))
+    built = task.build(task.settings(opts))
     assert built.train_data[0].shape[1] == 3 and len(built.train_data[0]) == 10 + 240
     assert main(["train", "point-cloud", "--model", "node", "--set", "colour=red", "--out", str(tmp_path / "b")]) == 2
     assert "--set colour=... is not a setting" in capsys.readouterr().err
@@ -75,10 +127,11 @@ def test_listing_commands(capsys) -> None:
 
 
 def test_every_model_builds_for_point_cloud() -> None:
-    from monode.tasks._base import RunOptions
+    from monode.tasks import RunOptions
+
     task = TASKS["point-cloud"]
     for model in task.models:
         opts = RunOptions(model=model, epochs=1)
-        built = task.build(opts, task.settings(opts))
+        built = task.build(task.settings(opts))
         out = built.model(built.train_data[0][:5])
         assert out.shape == (5, 1) and torch.isfinite(out).all()

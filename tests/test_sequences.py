@@ -1,4 +1,5 @@
 """The ODE-RNN sequence tasks (plane vibration, Walker2D) and the Silverbox initialisation study."""
+
 from __future__ import annotations
 
 import csv
@@ -8,8 +9,7 @@ import torch
 
 from monode.cli import main
 from monode.dynamics import MODELS
-from monode.tasks import TASKS
-from monode.tasks._base import RunOptions, count_parameters
+from monode.tasks import TASKS, RunOptions, count_parameters
 from monode.tasks.plane_vibration import build_pv_model
 from monode.tasks.sequences import LinearUpdate
 from monode.tasks.walker2d import build_walker_model
@@ -112,9 +112,36 @@ def test_silverbox_init_heavy_ball_blows_up_and_the_gated_models_stay_bounded(tm
 
 def _train(tmp_path, task: str, model: str) -> list[dict[str, str]]:
     """8 epochs of 2 batches of 16 windows (of 16 steps) from the real data, tolerance 1e-3, lr 1e-2."""
-    assert main(["train", task, "--model", model, "--epochs", "8", "--subset", "32", "--batch-size", "16",
-                 "--max-batches", "2", "--rtol", "1e-3", "--atol", "1e-3", "--lr", "1e-2", "--set", "seq_len=16",
-                 "--no-progress", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                task,
+                "--model",
+                model,
+                "--epochs",
+                "8",
+                "--subset",
+                "32",
+                "--batch-size",
+                "16",
+                "--max-batches",
+                "2",
+                "--rtol",
+                "1e-3",
+                "--atol",
+                "1e-3",
+                "--lr",
+                "1e-2",
+                "--set",
+                "seq_len=16",
+                "--no-progress",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert len(rows) == 8 and float(rows[-1]["train_forward_nfe"]) > 0 and float(rows[-1]["train_backward_nfe"]) > 0
     return rows

@@ -1,4 +1,5 @@
 """The solver engine: accuracy, order, torchdiffeq parity, gradients, statistics, errors, compile."""
+
 from __future__ import annotations
 
 import copy
@@ -7,12 +8,18 @@ import math
 import pytest
 import torch
 
-import monode
-from monode import (MaxStepsExceededError, NonFiniteStateError, ODEInputError, StepSizeUnderflowError,
-                    odeint, odeint_adjoint, record_stats)
+from monode import (
+    MaxStepsExceededError,
+    NonFiniteStateError,
+    ODEInputError,
+    StepSizeUnderflowError,
+    odeint,
+    odeint_adjoint,
+    record_stats,
+)
 from monode.dynamics import build_model
 from monode.layers import ODERNN
-from monode.solvers._adaptive import MAX_NONFINITE_TRIALS
+from monode.solvers._nonfinite import MAX_NONFINITE_TRIALS
 from problems import ExpSin, HarmonicOscillator, LinearSystem
 
 torchdiffeq = pytest.importorskip("torchdiffeq")
@@ -93,8 +100,13 @@ def test_adaptive_nfe_and_solution_match_torchdiffeq(method: str, rtol: float) -
         else:  # same steps; torchdiffeq's bosh3 dense output uses a crude mid-point, ours a cubic Hermite
             net64 = copy.deepcopy(net).double()
             with torch.no_grad():
-                truth = torchdiffeq.odeint(lambda t, y: net64(y) * (1 + 0.5 * torch.sin(3 * t)), y0.double(),
-                                           t.double(), rtol=1e-11, atol=1e-13).float()
+                truth = torchdiffeq.odeint(
+                    lambda t, y: net64(y) * (1 + 0.5 * torch.sin(3 * t)),
+                    y0.double(),
+                    t.double(),
+                    rtol=1e-11,
+                    atol=1e-13,
+                ).float()
             ours_err, ref_err = (ours - truth).abs().max(), (ref - truth).abs().max()
             assert ours_err <= ref_err and ours_err < 50 * rtol, (ours_err, ref_err)
 
@@ -146,12 +158,17 @@ def test_callable_norm_on_a_tuple_state_receives_the_tuple() -> None:
         return max(p.abs().max() for p in parts)
 
     f = HarmonicOscillator()
-    odeint(f, (torch.ones(3, dtype=F64), torch.zeros(3, dtype=F64)), torch.tensor([0.0, 1.0], dtype=F64),
-           options=dict(norm=norm))
+    odeint(
+        f,
+        (torch.ones(3, dtype=F64), torch.zeros(3, dtype=F64)),
+        torch.tensor([0.0, 1.0], dtype=F64),
+        options=dict(norm=norm),
+    )
     assert seen and set(seen) == {tuple}
 
 
 # -- gradients -------------------------------------------------------------------------------
+
 
 def _grad_problem():
     torch.manual_seed(1)
@@ -183,14 +200,18 @@ def test_gradcheck(method: str, adjoint: bool) -> None:
         def f(tt, s):
             h, m = s
             return m, torch.tanh(h @ w_.T + b_) - 0.3 * m + 0.1 * tt
+
         solve = odeint_adjoint if adjoint else odeint
         kw = dict(adjoint_params=(w_, b_)) if adjoint else {}
         h, m = solve(f, (h0, m0), t, rtol=1e-10, atol=1e-12, method=method, options=opts, **kw)
         return h[1:].sum(-1), m[-1]
 
-    inputs = (torch.tensor([0.3, -0.2], dtype=F64, requires_grad=True),
-              torch.tensor([0.1, 0.4], dtype=F64, requires_grad=True),
-              w.detach().clone().requires_grad_(True), b.detach().clone().requires_grad_(True))
+    inputs = (
+        torch.tensor([0.3, -0.2], dtype=F64, requires_grad=True),
+        torch.tensor([0.1, 0.4], dtype=F64, requires_grad=True),
+        w.detach().clone().requires_grad_(True),
+        b.detach().clone().requires_grad_(True),
+    )
     atol = 1e-3 if (adjoint and method in ("euler", "nag")) else (2e-5 if adjoint else 1e-6)
     assert torch.autograd.gradcheck(run_direct, inputs, atol=atol, rtol=1e-3)
 
@@ -202,12 +223,14 @@ def test_adjoint_gradient_agrees_with_backprop_and_seminorm_saves_steps() -> Non
     y0 = torch.randn(8, 4, dtype=F64, requires_grad=True)
     t = torch.linspace(0, 1, 3, dtype=F64)
     grads, nfes = [], []
-    for solve, kw in [(odeint, {}), (odeint_adjoint, dict(adjoint_params=tuple(net.parameters()))),
-                      (odeint_adjoint, dict(adjoint_params=tuple(net.parameters()),
-                                            adjoint_options=dict(norm="seminorm")))]:
+    for solve, kw in [
+        (odeint, {}),
+        (odeint_adjoint, dict(adjoint_params=tuple(net.parameters()))),
+        (odeint_adjoint, dict(adjoint_params=tuple(net.parameters()), adjoint_options=dict(norm="seminorm"))),
+    ]:
         with record_stats() as stats:
             y = solve(field, y0, t, rtol=1e-8, atol=1e-10, **kw)
-            g = torch.autograd.grad((y ** 2).sum(), (y0, *net.parameters()))
+            g = torch.autograd.grad((y**2).sum(), (y0, *net.parameters()))
         grads.append(g)
         nfes.append(stats.backward_nfe)
     for g in grads[1:]:
@@ -237,6 +260,7 @@ def test_adjoint_needs_params_for_plain_functions() -> None:
 
 # -- statistics --------------------------------------------------------------------------------
 
+
 def test_stats_fixed_step_counts_and_backward_recorded_when_backward_runs() -> None:
     f = LinearSystem()
     y0 = torch.ones(3, 2, dtype=F64)
@@ -256,8 +280,7 @@ def test_stats_fixed_step_counts_and_backward_recorded_when_backward_runs() -> N
 
 def test_stats_nest() -> None:
     with record_stats() as outer:
-        odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method="euler",
-               options=dict(step_size=0.25))
+        odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method="euler", options=dict(step_size=0.25))
         with record_stats() as inner:
             odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method="midpoint")
     assert (inner.forward_nfe, outer.forward_nfe, outer.solves) == (2, 6, 2)
@@ -265,13 +288,17 @@ def test_stats_nest() -> None:
 
 # -- errors ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("t,match", [
-    (torch.tensor([0.0, 1.0, 0.5]), "strictly increasing or strictly decreasing"),
-    (torch.tensor([0.0, 0.0]), "strictly"),
-    (torch.zeros(2, 2), "1-D"),
-    (torch.tensor([0, 1]), "floating"),
-    (torch.tensor([0.0, float("nan")]), "finite"),
-])
+
+@pytest.mark.parametrize(
+    "t,match",
+    [
+        (torch.tensor([0.0, 1.0, 0.5]), "strictly increasing or strictly decreasing"),
+        (torch.tensor([0.0, 0.0]), "strictly"),
+        (torch.zeros(2, 2), "1-D"),
+        (torch.tensor([0, 1]), "floating"),
+        (torch.tensor([0.0, float("nan")]), "finite"),
+    ],
+)
 def test_bad_times(t: torch.Tensor, match: str) -> None:
     with pytest.raises(ODEInputError, match=match):
         odeint(lambda t, y: -y, torch.ones(2), t)
@@ -307,17 +334,18 @@ def test_nan_during_solve_is_reported(method: str) -> None:
 
 
 def test_step_budget_and_underflow_raise_instead_of_hanging() -> None:
-    blowup = lambda t, y: y ** 2  # noqa: E731  y = 1/(1 - t): singular at t = 1
+    blowup = lambda t, y: y**2  # noqa: E731  y = 1/(1 - t): singular at t = 1
     t = torch.tensor([0.0, 2.0], dtype=F64)
     with pytest.raises(MaxStepsExceededError, match=r"max_num_steps'\]=50"):
         odeint(blowup, torch.ones(1, dtype=F64), t, options=dict(max_num_steps=50))
     with pytest.raises((StepSizeUnderflowError, NonFiniteStateError), match="t=1|t=0.99"):
-        odeint(blowup, torch.ones(1, dtype=F64), t, options=dict(max_num_steps=10 ** 6))
+        odeint(blowup, torch.ones(1, dtype=F64), t, options=dict(max_num_steps=10**6))
     with pytest.raises(MaxStepsExceededError, match="max_num_steps"):
         odeint(blowup, torch.ones(1), torch.tensor([0.0, 0.5]), method="euler", options=dict(step_size=1e-6))
 
 
 # -- NAG -----------------------------------------------------------------------------------------
+
 
 def test_nag_coefficients_satisfy_consistency_and_root_condition() -> None:
     for mu in (0.0, 0.25, 0.5, 0.9):
@@ -329,8 +357,13 @@ def test_nag_coefficients_satisfy_consistency_and_root_condition() -> None:
         assert roots.max() <= 1 + 1e-12 and (roots - 1).abs().min() < 1e-12
     # the solver really is that scheme: one step from (x0, v) reproduces the two-step formula
     mu, h, lam = 0.5, 0.1, -1.3
-    x = odeint(lambda t, y: lam * y, torch.ones(1, dtype=F64), torch.tensor([0.0, h, 2 * h], dtype=F64),
-               method="nag", options=dict(momentum=mu, step_size=h))
+    x = odeint(
+        lambda t, y: lam * y,
+        torch.ones(1, dtype=F64),
+        torch.tensor([0.0, h, 2 * h], dtype=F64),
+        method="nag",
+        options=dict(momentum=mu, step_size=h),
+    )
     x0, x1 = 1.0, 1.0 + h * lam  # Euler starter
     y1 = x1 + mu * (x1 - x0)
     assert abs(x[2].item() - (y1 + (1 - mu) * h * lam * y1)) < 1e-14
@@ -347,20 +380,20 @@ def test_nag_default_momentum_is_more_stable_than_euler_on_the_real_axis() -> No
 
 # -- torch.compile ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["rk4", "nag"])
 def test_compiled_fixed_step_does_not_recompile_per_call(method: str) -> None:
     from torch._dynamo.testing import CompileCounter
 
     torch._dynamo.reset()
-    monode.solvers._fixed.FixedStepSolver._compiled.clear()
     counter = CompileCounter()
     net = torch.nn.Linear(3, 3)
     f = lambda t, y: torch.tanh(net(y)) * t  # noqa: E731
     opts = dict(step_size=0.1, compile=dict(backend=counter))
     y0 = torch.randn(4, 3)
     first = odeint(f, y0, torch.tensor([0.0, 0.55]), method=method, options=opts)
-    # warm-up: dynamo specialises on the first step size and on y0 not requiring grad, then turns
-    # dt into a dynamic float on the second step size; after that no call may compile anything
+    # warm-up: t and dt are tensors, so one graph serves every step size; after the warm-up no call may
+    # compile anything
     odeint(f, y0, torch.tensor([0.0, 0.37]), method=method, options=opts)
     frames = counter.frame_count
     assert 1 <= frames <= 6
@@ -373,6 +406,7 @@ def test_compiled_fixed_step_does_not_recompile_per_call(method: str) -> None:
 
 
 # -- non-finite trial steps ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("method", ADAPTIVE)
 @pytest.mark.parametrize("t0,t1", [(2.0, 1.0), (1.0, 2.0)])
@@ -429,8 +463,12 @@ def test_nan_everywhere_raises_promptly() -> None:
     for field, options, match, max_nfe in [
         (nan_field, None, "field returned NaN/Inf at t=0", 2),  # seen by the initial step selection
         (nan_field, dict(first_step=0.1), "field returned NaN/Inf at t=0", 1 + 6),  # by the first trial step
-        (nan_after_t0, None, f"NaN/Inf .* in {MAX_NONFINITE_TRIALS} trial steps without getting past them, "
-                             "the last from t=0 ", 2 + 6 * MAX_NONFINITE_TRIALS),
+        (
+            nan_after_t0,
+            None,
+            f"NaN/Inf .* in {MAX_NONFINITE_TRIALS} trial steps without getting past them, the last from t=0 ",
+            2 + 6 * MAX_NONFINITE_TRIALS,
+        ),
     ]:
         calls["n"] = 0
         with pytest.raises(NonFiniteStateError, match=match):

@@ -2,6 +2,7 @@
 
 PhysioNet's 8000 records and its death counts (554 in set A) are checked in tests/test_data.py.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,7 @@ import torch
 from monode.cli import main
 from monode.data import make_spirals
 from monode.dynamics import MODELS
-from monode.tasks import TASKS
-from monode.tasks._base import RunOptions
+from monode.tasks import TASKS, RunOptions
 from monode.tasks.timeseries import LatentODE, masked_mse
 
 F64 = torch.float64
@@ -25,6 +25,7 @@ def _rows(out) -> list[dict[str, str]]:
 
 
 # ---------------------------------------------------------------- spirals
+
 
 def test_make_spirals_shapes_times_and_seeding() -> None:
     data = make_spirals(30, n_grid=20, n_observed=7, seed=3)
@@ -54,6 +55,7 @@ def test_spirals_without_noise_follow_the_formula() -> None:
 
 # ---------------------------------------------------------------- masked losses
 
+
 def test_masked_mse_ignores_masked_out_entries() -> None:
     pred, target = torch.tensor([1.0, 2.0, 5.0, 0.0]), torch.tensor([0.0, 0.0, 1.0, 3.0])
     mask = torch.tensor([1.0, 1.0, 0.0, 0.0])
@@ -66,10 +68,14 @@ def test_masked_mse_ignores_masked_out_entries() -> None:
 
 def _tiny_task(holdout: float = 0.5, **settings):
     task = TASKS["timeseries"]
-    opts = RunOptions(model="hbnode", overrides=dict(holdout=holdout, n_spirals=20, n_observed=8, n_grid=16,
-                                                     latent=3, rec_dim=4, hidden=8, **settings))
+    opts = RunOptions(
+        model="hbnode",
+        overrides=dict(
+            holdout=holdout, n_spirals=20, n_observed=8, n_grid=16, latent=3, rec_dim=4, hidden=8, **settings
+        ),
+    )
     torch.manual_seed(0)
-    return task.build(opts, task.settings(opts))
+    return task.build(task.settings(opts))
 
 
 def test_task_loss_ignores_values_where_nothing_is_observed() -> None:
@@ -98,6 +104,7 @@ def test_encoder_ignores_rows_held_out_and_the_metric_scores_them() -> None:
 
 
 # ---------------------------------------------------------------- the latent ODE
+
 
 def _series(batch: int = 3, features: int = 2, length: int = 5, seed: int = 0):
     """Random irregular series of different lengths, 0-padded like physionet_tensors, some entries unobserved."""
@@ -137,7 +144,7 @@ def test_batched_series_match_series_solved_alone() -> None:
     pred = model.decode(z0, times)
     for b in range(3):
         n = 5 - b  # without its padding rows
-        alone = (times[b:b + 1, :n], values[b:b + 1, :n], mask[b:b + 1, :n], visible[b:b + 1, :n])
+        alone = (times[b : b + 1, :n], values[b : b + 1, :n], mask[b : b + 1, :n], visible[b : b + 1, :n])
         z0_alone = model.encode(*alone)[0]
         assert torch.allclose(z0[b], z0_alone[0], rtol=1e-7, atol=1e-9)
         assert torch.allclose(pred[b, :n], model.decode(z0_alone, alone[0])[0], rtol=1e-7, atol=1e-9)
@@ -145,14 +152,41 @@ def test_batched_series_match_series_solved_alone() -> None:
 
 # ---------------------------------------------------------------- the CLI and short trainings
 
+
 def _train(tmp_path, *args: str) -> int:
-    return main(["train", "timeseries", "--model", "hbnode", "--epochs", "1", "--no-progress", "--batch-size", "10",
-                 "--max-batches", "1", "--set", "n_spirals=40", "--set", "n_observed=10", "--set", "n_grid=20",
-                 "--set", "eval_size=10", "--out", str(tmp_path), *args])
+    return main(
+        [
+            "train",
+            "timeseries",
+            "--model",
+            "hbnode",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--batch-size",
+            "10",
+            "--max-batches",
+            "1",
+            "--set",
+            "n_spirals=40",
+            "--set",
+            "n_observed=10",
+            "--set",
+            "n_grid=20",
+            "--set",
+            "eval_size=10",
+            "--out",
+            str(tmp_path),
+            *args,
+        ]
+    )
 
 
-@pytest.mark.parametrize("solver", [[], ["--method", "rk4", "--step-size", "0.1"], ["--method", "nag"], ["--adjoint"]],
-                         ids=["default", "rk4", "nag", "adjoint"])
+@pytest.mark.parametrize(
+    "solver",
+    [[], ["--method", "rk4", "--step-size", "0.1"], ["--method", "nag"], ["--adjoint"]],
+    ids=["default", "rk4", "nag", "adjoint"],
+)
 def test_cli_trains_on_spirals(tmp_path, solver: list[str]) -> None:
     assert _train(tmp_path, "--set", "dataset=spirals", *solver) == 0
     (row,) = _rows(tmp_path)
@@ -167,11 +201,18 @@ def test_cli_rejects_an_unknown_dataset(tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_spirals_training_lowers_held_out_mse(tmp_path) -> None:
     """20 steps on quarter-turn spirals: the MSE on the held-out points falls below half that of predicting 0."""
-    opts = RunOptions(model="hbnode", epochs=2, batch_size=25, lr=2e-2, progress=False, subset=250,
-                      overrides=dict(eval_size=100, n_observed=20, n_grid=50, turns=0.25))
+    opts = RunOptions(
+        model="hbnode",
+        epochs=2,
+        batch_size=25,
+        lr=2e-2,
+        progress=False,
+        subset=250,
+        overrides=dict(eval_size=100, n_observed=20, n_grid=50, turns=0.25),
+    )
     task = TASKS["timeseries"]
     rows = task.run(opts, tmp_path).rows
-    _, values, mask, visible = task.build(opts, task.settings(opts)).eval_data
+    _, values, mask, visible = task.build(task.settings(opts)).eval_data
     held_out = mask * (1 - visible).unsqueeze(-1)
     zero_mse = float(masked_mse(torch.zeros_like(values), values, held_out))  # about 0.86
     assert rows[-1]["eval_mse"] < 0.5 * zero_mse
@@ -181,9 +222,30 @@ def test_spirals_training_lowers_held_out_mse(tmp_path) -> None:
 @pytest.mark.slow
 def test_physionet_subset_training_lowers_the_loss(tmp_path) -> None:
     """100 training records, 2 epochs of 4 batches: the loss falls and the held-out MSE drops 3x."""
-    assert main(["train", "timeseries", "--model", "hbnode", "--set", "dataset=physionet", "--subset", "100",
-                 "--batch-size", "25", "--set", "eval_size=50", "--epochs", "2", "--no-progress",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "timeseries",
+                "--model",
+                "hbnode",
+                "--set",
+                "dataset=physionet",
+                "--subset",
+                "100",
+                "--batch-size",
+                "25",
+                "--set",
+                "eval_size=50",
+                "--epochs",
+                "2",
+                "--no-progress",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     rows = _rows(tmp_path)
     loss = [float(r["train_loss"]) for r in rows]
     assert loss[-1] < loss[0] - 5  # loss = 50 MSE + const (obs_std 0.1): the MSE falls by more than 0.1

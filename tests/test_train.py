@@ -1,4 +1,5 @@
 """monode.train: learning, exact resume, checkpoint integrity, divergence, schedules, NFE columns."""
+
 import json
 
 import pytest
@@ -18,7 +19,7 @@ class Blobs:
         y = torch.arange(n) % 2
         x = torch.randn(n, 2, generator=g) + 2.0 * (2 * y[:, None] - 1)
         self.train_data = (x[: n * 3 // 4], y[: n * 3 // 4])
-        self.eval_data = (x[n * 3 // 4:], y[n * 3 // 4:])
+        self.eval_data = (x[n * 3 // 4 :], y[n * 3 // 4 :])
         torch.manual_seed(init_seed)
         self.model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 2))
         self.calls = 0
@@ -115,6 +116,7 @@ def test_corrupt_checkpoint_raises(tmp_path):
 
 def test_garbage_with_matching_sidecar_raises(tmp_path):
     import hashlib
+
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(b"not a checkpoint")
     (tmp_path / "checkpoint.pt.sha256").write_text(hashlib.sha256(b"not a checkpoint").hexdigest())
@@ -129,7 +131,9 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     fit(Blobs(), config(tmp_path, epochs=2))
     path = tmp_path / "checkpoint.pt"
     before = path.read_bytes(), (tmp_path / "metrics.csv").read_text()
-    with pytest.raises(TrainingDivergedError, match=r"loss is nan at epoch 2, batch 3; .*epoch 1\) is kept at .*checkpoint\.pt"):
+    with pytest.raises(
+        TrainingDivergedError, match=r"loss is nan at epoch 2, batch 3; .*epoch 1\) is kept at .*checkpoint\.pt"
+    ):
         fit(FailsAt(3), config(tmp_path, resume=True))
     assert (path.read_bytes(), (tmp_path / "metrics.csv").read_text()) == before
     assert load_checkpoint(path)["epoch"] == 1
@@ -180,11 +184,14 @@ def test_grad_clip(tmp_path):
     assert 0 < moved < 1e-3 * 0.05
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(epochs=0), r"TrainConfig.epochs must be >= 1, got 0"),
-    (dict(grad_clip=-1.0), r"TrainConfig.grad_clip must be None or > 0, got -1.0"),
-    (dict(lr_milestones={0: 0.1}, lr_step=(5, 0.5)), r"TrainConfig.lr_step must be None when lr_milestones"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(epochs=0), r"TrainConfig.epochs must be >= 1, got 0"),
+        (dict(grad_clip=-1.0), r"TrainConfig.grad_clip must be None or > 0, got -1.0"),
+        (dict(lr_milestones={0: 0.1}, lr_step=(5, 0.5)), r"TrainConfig.lr_step must be None when lr_milestones"),
+    ],
+)
 def test_config_errors_name_the_argument(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         config(tmp_path, **bad)
@@ -198,8 +205,7 @@ class ODEClassifier(nn.Module):
 
     def forward(self, x):
         t = torch.tensor([0.0, 1.0])
-        y = monode.odeint(lambda t, y: torch.tanh(self.field(y)), x, t, method="rk4",
-                          options=dict(step_size=0.25))
+        y = monode.odeint(lambda t, y: torch.tanh(self.field(y)), x, t, method="rk4", options=dict(step_size=0.25))
         return self.readout(y[-1])
 
 

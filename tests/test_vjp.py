@@ -1,55 +1,57 @@
 """Closed-form VJPs (fields and MLP networks) against autograd, and the adjoint's use of them."""
-from __future__ import annotations
 
-import contextlib
-import importlib
+from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monode.dynamics import MLPField, TimeScaledField, _fused, build_model
-from monode.dynamics._derivatives import activation_backward
-from monode.solvers import odeint_adjoint
+from monode.dynamics import MODELS, MLPField, build_initializer, build_model, time_scaled
+from monode.dynamics._activations import activation_backward
+from monode.layers import ODEBlock
+from monode.solvers import ClosedFormField, odeint, odeint_adjoint
 
 F64 = torch.float64
-odeint_module = importlib.import_module("monode.solvers.odeint")
 
 FIELDS = [  # (model, field options): every supported model and gate
-    ("node", {}), ("anode", {}), ("sonode", {}), ("hbnode", {}), ("hbnode", dict(xi_logit=0.5)),
-    ("hbnode", dict(xi=0.7)), ("ghbnode", {}), ("ghbnode", dict(activation=("hardtanh", 0.3))),
+    ("node", {}),
+    ("anode", {}),
+    ("sonode", {}),
+    ("hbnode", {}),
+    ("hbnode", dict(xi_logit=0.5)),
+    ("hbnode", dict(xi=0.7)),
+    ("ghbnode", {}),
+    ("ghbnode", dict(activation=("hardtanh", 0.3))),
     ("ghbnode", dict(activation="sigmoid", xi=1.5, xi_logit=None)),
-    ("adamnode", {}), ("adamnode", dict(activation="tanh", v_activation="sigmoid", xi_logit=0.2)),
+    ("adamnode", {}),
+    ("adamnode", dict(activation="tanh", v_activation="sigmoid", xi_logit=0.2)),
     ("adamnode", dict(v_activation=None, xi=0.5)),
-    ("nesterovnode", {}), ("nesterovnode", dict(sign=1)), ("gnesterovnode", {}),
+    ("nesterovnode", {}),
+    ("nesterovnode", dict(sign=1)),
+    ("gnesterovnode", {}),
     ("gnesterovnode", dict(activation="tanh", k_activation="tanh", f_activation="tanh", xi=1.5, xi_logit=None)),
-    ("nesterovnode", dict(official=True)), ("nesterovnode", dict(official=True, sign=1, xi_logit=0.3)),
+    ("nesterovnode", dict(official=True)),
+    ("nesterovnode", dict(official=True, sign=1, xi_logit=0.3)),
     ("gnesterovnode", dict(official=True, activation="tanh", k_activation="tanh", f_activation="sigmoid")),
 ]
-NETS = [dict(depth=1), dict(depth=3, activation="tanh"), dict(depth=2, activation="relu"),
-        dict(depth=3, activation="sigmoid", time=True)]
-
-
-@contextlib.contextmanager
-def aten_only():
-    """The fields' ATen ops, without the fused CPU ops (as `MONODE_FUSED=0`)."""
-    old, _fused.ENABLED = _fused.ENABLED, False
-    try:
-        yield
-    finally:
-        _fused.ENABLED = old
+NETS = [
+    dict(depth=1),
+    dict(depth=3, activation="tanh"),
+    dict(depth=2, activation="relu"),
+    dict(depth=3, activation="sigmoid", time=True),
+]
 
 
 def _autograd_vjp(bound, t, state, cotangent):
-    """Autograd through the field's call; under `aten_only()`, through its ATen ops."""
+    """Autograd through the field's call."""
     parts = state if isinstance(state, tuple) else (state,)
     leaves = tuple(p.detach().requires_grad_(True) for p in parts)
     out = bound(t, leaves if isinstance(state, tuple) else leaves[0])
     outs = out if isinstance(out, tuple) else (out,)
     cots = cotangent if isinstance(cotangent, tuple) else (cotangent,)
     grads = torch.autograd.grad(outs, (*leaves, *bound.adjoint_params()), cots, allow_unused=True)
-    return outs, grads[:len(leaves)], grads[len(leaves):]
+    return outs, grads[: len(leaves)], grads[len(leaves) :]
 
 
 @pytest.mark.parametrize("net_options", NETS)
@@ -61,7 +63,7 @@ def test_field_vjp_equals_autograd(name, options, net_options):
         for p in field.parameters():
             p.add_(0.3 * torch.randn_like(p))
     bound = field.bind()
-    assert bound.vjp_supported()
+    assert isinstance(bound, ClosedFormField)
     state = tuple(torch.randn(4, 3, dtype=F64) for _ in range(field.state_size))
     if name == "adamnode":  # v > 0, as the identity v-activation needs
         state = (state[0], state[1], state[2].abs() + 0.1)
@@ -69,16 +71,15 @@ def test_field_vjp_equals_autograd(name, options, net_options):
     cot = tuple(torch.randn(4, 3, dtype=F64) for _ in range(field.state_size))
     cot = cot if field.state_size > 1 else cot[0]
     t = torch.tensor(1.4, dtype=F64)  # inside every field's span (Nesterov's [1, 2])
-    with aten_only():  # the reference: autograd through the ATen ops
-        reference = _autograd_vjp(bound, t, state, cot)
-    fused_autograd = _autograd_vjp(bound, t, state, cot)  # the fused ops' own backward, where they apply
-    checks = [fused_autograd]
+    reference = _autograd_vjp(bound, t, state, cot)
+    checks = []
     for grad_mode in (True, False):  # the closed form, with and without autograd recording
         with torch.set_grad_enabled(grad_mode):
             out, g_state, g_params = bound.vjp(t, state, cot)
         assert len(g_params) == len(bound.adjoint_params())
-        checks.append((out if isinstance(out, tuple) else (out,),
-                       g_state if isinstance(g_state, tuple) else (g_state,), g_params))
+        checks.append(
+            (out if isinstance(out, tuple) else (out,), g_state if isinstance(g_state, tuple) else (g_state,), g_params)
+        )
     for outs, grad_state, grad_params in checks:
         for a, b in zip(reference[0] + reference[1], outs + grad_state):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
@@ -92,7 +93,8 @@ def test_field_vjp_equals_autograd(name, options, net_options):
 def test_time_scaled_vjp_scales_cotangent_and_output():
     torch.manual_seed(1)
     field = build_model("hbnode", dim=3, hidden=4, xi_logit=0.1).double()
-    scaled = TimeScaledField(field.bind(), torch.rand(5, dtype=F64), ndim=2, span_length=2.0)
+    scaled = time_scaled(field.bind(), torch.rand(5, dtype=F64), ndim=2, span_length=2.0)
+    assert isinstance(scaled, ClosedFormField)
     state = (torch.randn(5, 3, dtype=F64), torch.randn(5, 3, dtype=F64))
     cot = (torch.randn(5, 3, dtype=F64), torch.randn(5, 3, dtype=F64))
     t = torch.tensor(0.0, dtype=F64)
@@ -102,8 +104,20 @@ def test_time_scaled_vjp_scales_cotangent_and_output():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("act", [torch.tanh, torch.sigmoid, torch.relu, F.softplus, F.hardtanh, nn.Tanh(), nn.ReLU(),
-                                 nn.Sigmoid(), nn.Hardtanh(-0.5, 2.0)])
+@pytest.mark.parametrize(
+    "act",
+    [
+        torch.tanh,
+        torch.sigmoid,
+        torch.relu,
+        F.softplus,
+        F.hardtanh,
+        nn.Tanh(),
+        nn.ReLU(),
+        nn.Sigmoid(),
+        nn.Hardtanh(-0.5, 2.0),
+    ],
+)
 def test_activation_backward_equals_autograd(act):
     x = torch.linspace(-3, 3, 61, dtype=F64).requires_grad_(True)
     g = torch.randn(61, dtype=F64)
@@ -114,27 +128,24 @@ def test_activation_backward_equals_autograd(act):
 
 def test_unknown_activations_fall_back_to_autograd():
     assert activation_backward(lambda x: x * 2) is None
-    assert not MLPField(3, 4, activation="elu").vjp_supported()
+    assert not MLPField(3, 4, activation="elu").closed_form()
     field = build_model("ghbnode", dim=3, hidden=4, activation=lambda m: m.clamp(-1, 1))
-    assert not field.bind().vjp_supported()
-    assert not build_model("hbnode", net="conv", dim=2, hidden=3).bind().vjp_supported()
+    assert not isinstance(field.bind(), ClosedFormField)
+    assert not isinstance(build_model("hbnode", net="conv", dim=2, hidden=3).bind(), ClosedFormField)
 
 
 def _walker_gradients(name: str, closed_form: bool, monkeypatch) -> list[torch.Tensor]:
     from monode.tasks.walker2d import build_walker_model
+
     torch.manual_seed(0)
     model = build_walker_model(name, rtol=1e-10, atol=1e-10, adjoint=True).double()
     x, dt = torch.randn(6, 4, 17, dtype=F64), torch.rand(6, 4, dtype=F64)
-    calls = []
-    original = odeint_module._closed_form_vjp
-
-    def spy(func, params):
-        found = original(func, params) if closed_form else None
-        calls.append(found is not None)
-        return found
-    monkeypatch.setattr(odeint_module, "_closed_form_vjp", spy)
+    field = model.rnn.field
+    if not closed_form:
+        monkeypatch.setattr(type(field), "closed_form", lambda self: False)
+    assert isinstance(field.bind(), ClosedFormField) == closed_form
     model(x, dt).prediction.square().mean().backward()
-    assert calls and all(c == closed_form for c in calls)
+    monkeypatch.undo()
     return [p.grad for p in model.parameters()]
 
 
@@ -155,7 +166,7 @@ def test_adjoint_on_a_subset_of_parameters_uses_the_matching_vjp_parts():
     weight = field.net.layers[0].weight
     t = torch.tensor([0.0, 1.0], dtype=F64)
     (g_fast,) = torch.autograd.grad(odeint_adjoint(bound, (h0, m0), t, adjoint_params=(weight,))[0][-1].sum(), weight)
-    (g_ref,) = torch.autograd.grad(odeint_module.odeint(bound, (h0, m0), t)[0][-1].sum(), weight)
+    (g_ref,) = torch.autograd.grad(odeint(bound, (h0, m0), t)[0][-1].sum(), weight)
     torch.testing.assert_close(g_fast, g_ref, rtol=1e-6, atol=1e-8)
 
 
@@ -173,10 +184,10 @@ def test_adjoint_takes_torchdiffeq_steps_on_the_official_stacked_state():
     dt = torch.rand(8, dtype=F64)
     t = torch.tensor([0.0, 1.0], dtype=F64)
     from monode.solvers import record_stats
-    func = TimeScaledField(field.bind(), dt, 2)
+
+    func = time_scaled(field.bind(), dt, 2)
     with record_stats() as stats:
-        h, m = odeint_adjoint(func, (h0, m0), t, rtol=1e-7, atol=1e-7, options=dict(norm="rms"),
-                              adjoint_params=func.adjoint_params())
+        h, m = odeint_adjoint(func, (h0, m0), t, rtol=1e-7, atol=1e-7, options=dict(norm="rms"))
         (h[-1].sum() + m[-1].square().sum()).backward()
     ours = [p.grad.clone() for p in field.parameters()]
     field.zero_grad()
@@ -185,10 +196,58 @@ def test_adjoint_takes_torchdiffeq_steps_on_the_official_stacked_state():
     def stacked(t, x):
         calls.append(1)
         return dt.view(-1, 1, 1) * torch.stack(field(t, tuple(x.unbind(1))), 1)
-    y = torchdiffeq.odeint_adjoint(stacked, torch.stack([h0, m0], 1), t, rtol=1e-7, atol=1e-7,
-                                   adjoint_params=tuple(field.parameters()))
+
+    y = torchdiffeq.odeint_adjoint(
+        stacked, torch.stack([h0, m0], 1), t, rtol=1e-7, atol=1e-7, adjoint_params=tuple(field.parameters())
+    )
     forward = len(calls)
     (y[-1][:, 0].sum() + y[-1][:, 1].square().sum()).backward()
     assert (stats.forward_nfe, stats.backward_nfe) == (forward, len(calls) - forward)
     for a, p in zip(ours, field.parameters()):
         torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-8)
+
+
+def _gradients_by(solve, field: torch.nn.Module, y0, t) -> list[torch.Tensor]:
+    field.zero_grad()
+    out = solve(field, y0, t, rtol=1e-10, atol=1e-10)
+    parts = out if isinstance(out, tuple) else (out,)
+    sum(p[-1].square().sum() for p in parts).backward()
+    return [p.grad.clone() for p in field.parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_registry_field_straight_into_odeint_adjoint(name):
+    """A field used as a plain nn.Module (coefficients computed per call), as torchdiffeq users pass theirs:
+    the adjoint differentiates field.parameters() and agrees with torchdiffeq's adjoint (backprop through the
+    solver differs from both by more than the tolerance where hardtanh gates have kinks)."""
+    torchdiffeq = pytest.importorskip("torchdiffeq")
+    torch.manual_seed(3)
+    field = build_model(name, dim=2, hidden=3).double()
+    t0, t1 = field.t_span
+    y0 = field.encode(
+        build_initializer(name, in_channels=2, dim=2, hidden=3, conv=False).double()(torch.randn(3, 2, dtype=F64)),
+        torch.tensor(t0, dtype=F64),
+    )
+    y0 = tuple(y.detach() for y in y0) if isinstance(y0, tuple) else y0.detach()
+    t = torch.tensor([t0, t1], dtype=F64)
+    for a, b in zip(
+        _gradients_by(odeint_adjoint, field, y0, t), _gradients_by(torchdiffeq.odeint_adjoint, field, y0, t)
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_own_parameter_of_a_registered_field_gets_its_gradient_under_the_adjoint(toy_model):
+    """A field that reads its own nn.Parameter in `rhs` (not through its coefficients): identical gradients by
+    backprop and by the adjoint, through the layers as a task builds them."""
+    torch.manual_seed(4)
+    grads = []
+    for adjoint in (False, True):
+        torch.manual_seed(4)
+        field = build_model(toy_model, dim=2, hidden=3).double()
+        assert not isinstance(field.bind(), ClosedFormField)  # w is read directly: autograd VJPs
+        block = ODEBlock(field, rtol=1e-10, atol=1e-10, adjoint=adjoint)
+        block(torch.randn(4, 2, dtype=F64)).square().sum().backward()
+        assert field.w.grad is not None and field.decay_logit.grad is not None
+        grads.append([p.grad for p in block.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)

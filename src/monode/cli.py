@@ -1,4 +1,5 @@
 """`monode` command line: train one model on a task, compare several, list tasks and models."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from .tasks import TASKS
-from .tasks._base import RunOptions, parse_override
+from .tasks import TASKS, RunOptions, parse_override
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -16,39 +16,76 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rtol", type=float, help="relative tolerance of adaptive solvers (default: task preset)")
     g.add_argument("--atol", type=float, help="absolute tolerance of adaptive solvers (default: task preset)")
     g.add_argument("--step-size", type=float, help="step of fixed-step solvers (default: task preset)")
-    g.add_argument("--adjoint", dest="adjoint", action="store_true", default=None,
-                   help="gradients by the adjoint method (the papers' setting)")
+    g.add_argument(
+        "--adjoint",
+        dest="adjoint",
+        action="store_true",
+        default=None,
+        help="gradients by the adjoint method (the papers' setting)",
+    )
     g.add_argument("--no-adjoint", dest="adjoint", action="store_false", help="backpropagate through the solver")
-    g.add_argument("--compile", dest="compile", action="store_true", default=None,
-                   help="torch.compile each solver step (one-time warm-up of seconds per model and shape, then "
-                        "several times faster for small states; default: task preset)")
+    g.add_argument(
+        "--compile",
+        dest="compile",
+        action="store_true",
+        default=None,
+        help="torch.compile each solver step (one-time warm-up of seconds per model and shape, then "
+        "several times faster for small states; default: task preset)",
+    )
     g.add_argument("--no-compile", dest="compile", action="store_false", help="solve eagerly")
     g = p.add_argument_group("training")
-    g.add_argument("--preset", default="quick",
-                   help="'quick' (minutes on a CPU) or 'paper' (the papers' full protocol); default quick")
+    g.add_argument(
+        "--preset",
+        default="quick",
+        help="'quick' (minutes on a CPU) or 'paper' (the papers' full protocol); default quick",
+    )
     g.add_argument("--epochs", type=int, help="number of epochs (default: task preset)")
     g.add_argument("--batch-size", type=int, help="batch size (default: task preset)")
     g.add_argument("--lr", type=float, help="Adam learning rate (default: task preset)")
     g.add_argument("--max-batches", type=int, help="cap on batches per epoch (quick checks)")
-    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a task setting of the preset, e.g. --set dataset=physionet (repeatable; "
-                        "`monode tasks` lists each task's settings)")
+    g.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a task setting of the preset, e.g. --set dataset=physionet (repeatable; "
+        "`monode tasks` lists each task's settings)",
+    )
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     g = p.add_argument_group("data and output")
-    g.add_argument("--data-dir", help="dataset folder (default: $MONODE_DATA_DIR, ../shared/data, ~/.cache/monode/data)")
+    g.add_argument(
+        "--data-dir", help="dataset folder (default: $MONODE_DATA_DIR, ../shared/data, ~/.cache/monode/data)"
+    )
     g.add_argument("--subset", type=int, help="use only the first N training examples")
     g.add_argument("--out", type=Path, help="output folder (default runs/<task>/<model>)")
 
 
 def _options(args: argparse.Namespace, model: str) -> RunOptions:
-    return RunOptions(model=model, method=args.method, rtol=args.rtol, atol=args.atol, step_size=args.step_size,
-                      adjoint=args.adjoint, compile=args.compile, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, data_dir=args.data_dir, subset=args.subset, preset=args.preset, seed=args.seed,
-                      device=args.device, resume=args.resume, progress=args.progress, max_batches=args.max_batches,
-                      overrides=dict(parse_override(text) for text in args.overrides))
+    return RunOptions(
+        model=model,
+        method=args.method,
+        rtol=args.rtol,
+        atol=args.atol,
+        step_size=args.step_size,
+        adjoint=args.adjoint,
+        compile=args.compile,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        data_dir=args.data_dir,
+        subset=args.subset,
+        preset=args.preset,
+        seed=args.seed,
+        device=args.device,
+        resume=args.resume,
+        progress=args.progress,
+        max_batches=args.max_batches,
+        overrides=dict(parse_override(text) for text in args.overrides),
+    )
 
 
 def _task(name: str):
@@ -59,7 +96,9 @@ def _task(name: str):
 
 def cmd_tasks(args: argparse.Namespace) -> None:
     for name, task in TASKS.items():
-        print(f"{name:16s} {task.summary}\n{'':16s} models: {', '.join(task.models)}; presets: {', '.join(task.presets)}")
+        print(
+            f"{name:16s} {task.summary}\n{'':16s} models: {', '.join(task.models)}; presets: {', '.join(task.presets)}"
+        )
         generic = {f.name for f in dataclasses.fields(RunOptions)}
         own = sorted({k for preset in task.presets.values() for k in preset} - generic)
         if own:
@@ -68,6 +107,7 @@ def cmd_tasks(args: argparse.Namespace) -> None:
 
 def cmd_models(args: argparse.Namespace) -> None:
     from .dynamics import MODELS
+
     for name, spec in MODELS.items():
         doc = (getattr(spec, "summary", None) or (spec.__doc__ or "")).strip().splitlines()
         print(f"{name:14s} {doc[0] if doc else ''}")
@@ -79,8 +119,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     rows = task.run(_options(args, args.model), out).rows
     if rows:
         last = rows[-1]
-        print(f"done: {args.task} / {args.model}: " + ", ".join(
-            f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float) and k != "lr"))
+        print(
+            f"done: {args.task} / {args.model}: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float) and k != "lr")
+        )
     print(f"outputs in {out}")
 
 
@@ -89,8 +131,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     task = _task(args.task)
     if not task.trains:
-        raise ValueError(f"task {args.task!r} is a study without training, so there is nothing to compare per epoch: "
-                         f"run `monode train {args.task} --model a,b,c` (it plots all the models together)")
+        raise ValueError(
+            f"task {args.task!r} is a study without training, so there is nothing to compare per epoch: "
+            f"run `monode train {args.task} --model a,b,c` (it plots all the models together)"
+        )
     models = [m.strip() for m in args.models.split(",")] if args.models else list(task.models)
     out = args.out or Path("runs") / args.task / "compare"
     results, params = {}, {}
@@ -100,14 +144,19 @@ def cmd_compare(args: argparse.Namespace) -> None:
     for model in models:
         print(f"== {args.task}: {model}", flush=True)
         results[model], params[model] = task.run(_options(args, model), out / model)
-    table = write_comparison(out, results, task.metric, task.higher_is_better, params, title=f"{args.task} ({args.preset})")
+    table = write_comparison(
+        out, results, task.metric, task.higher_is_better, params, title=f"{args.task} ({args.preset})"
+    )
     print(table.read_text())
     print(f"outputs in {out}: table.md, metrics.csv, *.png and one folder per model")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="monode", description="Momentum-accelerated neural ODEs: train and compare "
-                                     "the models of the HBNODE, AdamNODE and NesterovNODE papers and the NAG solver.")
+    parser = argparse.ArgumentParser(
+        prog="monode",
+        description="Momentum-accelerated neural ODEs: train and compare "
+        "the models of the HBNODE, AdamNODE and NesterovNODE papers and the NAG solver.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tasks", help="list the benchmark tasks").set_defaults(func=cmd_tasks)
     sub.add_parser("models", help="list the models").set_defaults(func=cmd_models)
@@ -129,10 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataIntegrityError, DataNotFoundError
     from .solvers import ODEInputError, ODESolverError
     from .train import CheckpointError, TrainingDivergedError
+
     try:
         args.func(args)
-    except (DataNotFoundError, DataIntegrityError, CheckpointError, TrainingDivergedError, ODESolverError,
-            ODEInputError, ValueError, FileExistsError) as exc:
+    except (
+        DataNotFoundError,
+        DataIntegrityError,
+        CheckpointError,
+        TrainingDivergedError,
+        ODESolverError,
+        ODEInputError,
+        ValueError,
+        FileExistsError,
+    ) as exc:
         print(f"monode: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,16 +13,17 @@ a NODE block with its own weights per step.
 Both compute the field's coefficients (gamma, xi, ...) once per forward and integrate the bound
 field, with backprop through the solver or the adjoint method.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from .dynamics import State, TimeScaledField, VectorField, build_initializer, build_model, get_spec
-from .solvers import SolverStats, odeint, odeint_adjoint, record_stats
-from .solvers._stats import active_recorders, report
+from .dynamics import State, VectorField, build_initializer, build_model, get_spec, time_scaled
+from .solvers import SolverStats, active_recorders, odeint, odeint_adjoint, record_stats, report
 
 __all__ = ["ODEBlock", "ODERNN", "ODERNNOutput", "ResNetBlock", "image_classifier"]
 
@@ -49,10 +50,21 @@ class _Integrator(nn.Module):
     """Solver settings of a layer (the keywords documented in `ODEBlock`) and the one place that
     calls `odeint` / `odeint_adjoint`."""
 
-    def __init__(self, field: VectorField, *, t_span: Sequence[float] | None = None, method: str | None = "dopri5",
-                 rtol: float = 1e-7, atol: float = 1e-9, options: dict | None = None, adjoint: bool = False,
-                 adjoint_rtol: float | None = None, adjoint_atol: float | None = None,
-                 adjoint_method: str | None = None, adjoint_options: dict | None = None) -> None:
+    def __init__(
+        self,
+        field: VectorField,
+        *,
+        t_span: Sequence[float] | None = None,
+        method: str | None = "dopri5",
+        rtol: float = 1e-7,
+        atol: float = 1e-9,
+        options: dict | None = None,
+        adjoint: bool = False,
+        adjoint_rtol: float | None = None,
+        adjoint_atol: float | None = None,
+        adjoint_method: str | None = None,
+        adjoint_options: dict | None = None,
+    ) -> None:
         super().__init__()
         t_span = tuple(float(v) for v in (field.t_span if t_span is None else t_span))
         if len(t_span) != 2 or t_span[0] == t_span[1]:
@@ -61,8 +73,12 @@ class _Integrator(nn.Module):
         self.t_span = t_span
         self.method, self.rtol, self.atol, self.options = method, rtol, atol, options
         self.adjoint = adjoint
-        self.adjoint_settings = dict(adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
-                                     adjoint_method=adjoint_method, adjoint_options=adjoint_options)
+        self.adjoint_settings = dict(
+            adjoint_rtol=adjoint_rtol,
+            adjoint_atol=adjoint_atol,
+            adjoint_method=adjoint_method,
+            adjoint_options=adjoint_options,
+        )
         self.last_stats = SolverStats()
 
     def _grid(self, like: torch.Tensor) -> torch.Tensor:
@@ -71,8 +87,7 @@ class _Integrator(nn.Module):
     def _solve(self, func: nn.Module, state0: State, times: torch.Tensor) -> State:
         settings = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self.options)
         if self.adjoint:
-            return odeint_adjoint(func, state0, times, **settings, **self.adjoint_settings,
-                                  adjoint_params=func.adjoint_params())
+            return odeint_adjoint(func, state0, times, **settings, **self.adjoint_settings)
         return odeint(func, state0, times, **settings)
 
 
@@ -157,8 +172,14 @@ class ODERNN(_Integrator):
     `last_stats` counts all solves of the last sequence (forward, and backward once it runs).
     """
 
-    def __init__(self, field: VectorField, cell: Callable[[State, torch.Tensor], State], *,
-                 hidden_size: int | None = None, **solver: Any) -> None:
+    def __init__(
+        self,
+        field: VectorField,
+        cell: Callable[[State, torch.Tensor], State],
+        *,
+        hidden_size: int | None = None,
+        **solver: Any,
+    ) -> None:
         super().__init__(field, **solver)
         self.cell = cell
         self.hidden_size = hidden_size
@@ -166,8 +187,9 @@ class ODERNN(_Integrator):
     def forward(self, x: torch.Tensor, dt: torch.Tensor, variables: State | None = None) -> ODERNNOutput:
         """Run over observations x [T, B, ...] with gaps dt [T, B] from initial `variables` (default zeros)."""
         if dt.ndim != 2 or x.shape[:2] != dt.shape:
-            raise ValueError(f"dt must have shape [T, B] = {tuple(x.shape[:2])} (the leading dims of x), "
-                             f"got {tuple(dt.shape)}")
+            raise ValueError(
+                f"dt must have shape [T, B] = {tuple(x.shape[:2])} (the leading dims of x), got {tuple(dt.shape)}"
+            )
         if variables is None:
             if self.hidden_size is None:
                 raise ValueError("ODERNN.forward: pass variables= or construct the layer with hidden_size=")
@@ -184,7 +206,7 @@ class ODERNN(_Integrator):
                 variables = self.cell(variables, x[i])
                 updated.append(variables)
                 state = self.field.encode(variables, grid[0])
-                scaled = TimeScaledField(func, dt[i], _first(variables).ndim, span)
+                scaled = time_scaled(func, dt[i], _first(variables).ndim, span)
                 variables = self.field.decode(_at(self._solve(scaled, state, grid), -1), grid[-1])
                 evolved.append(variables)
         self.last_stats = stats
@@ -202,8 +224,14 @@ class ResNetBlock(nn.Module):
     an Euler solve would, so ResNets sit in the same NFE tables as the ODE models.
     """
 
-    def __init__(self, make_net: Callable[[], nn.Module], depth: int, *, init: nn.Module | None = None,
-                 t_span: Sequence[float] = (0.0, 1.0)) -> None:
+    def __init__(
+        self,
+        make_net: Callable[[], nn.Module],
+        depth: int,
+        *,
+        init: nn.Module | None = None,
+        t_span: Sequence[float] = (0.0, 1.0),
+    ) -> None:
         super().__init__()
         if not (isinstance(depth, int) and depth >= 1):
             raise ValueError(f"depth must be an int >= 1, got {depth!r}")
@@ -222,12 +250,20 @@ class ResNetBlock(nn.Module):
         return x
 
 
-def image_classifier(name: str, preset: str = "mnist", *, in_channels: int = 1, image_size: int = 28,
-                     num_classes: int = 10, resnet_depth: int = 10, **block_options: Any) -> nn.Sequential:
+def image_classifier(
+    name: str,
+    preset: str = "mnist",
+    *,
+    in_channels: int = 1,
+    image_size: int = 28,
+    num_classes: int = 10,
+    resnet_depth: int = 10,
+    **block_options: Any,
+) -> nn.Sequential:
     """The papers' image classifier: initial state -> ODE with the conv field -> h(T) -> Linear.
 
     Sizes (dim, hidden of DF(dim, hidden)) and field options come from the model's `preset`
-    ("mnist" or "cifar"; for CIFAR pass in_channels=3, image_size=32). The head reads only h(T):
+    ("mnist" or "cifar10"; for CIFAR-10 pass in_channels=3, image_size=32). The head reads only h(T):
     Linear(dim * image_size**2 -> num_classes). block_options go to `ODEBlock` (method, rtol, ...).
     name="resnet" builds the `ResNetBlock` baseline instead: NODE's initial state and conv field
     sizes, `resnet_depth` residual steps (block_options are ignored, it has no solver).
@@ -235,13 +271,13 @@ def image_classifier(name: str, preset: str = "mnist", *, in_channels: int = 1, 
     spec = get_spec("node" if name == "resnet" else name)
     dim = spec.preset(preset).get("dim")
     if dim is None:
-        raise ValueError(f"preset {preset!r} of model {name!r} has no image sizes; use 'mnist' or 'cifar'")
+        raise ValueError(f"preset {preset!r} of model {name!r} has no image sizes; use 'mnist' or 'cifar10'")
     init = build_initializer(spec.name, in_channels=in_channels, preset=preset)
     if name == "resnet":
-        block: nn.Module = ResNetBlock(lambda: build_model("node", net="conv", preset=preset).net, resnet_depth,
-                                       init=init)
+        block: nn.Module = ResNetBlock(
+            lambda: build_model("node", net="conv", preset=preset).net, resnet_depth, init=init
+        )
     else:
         block = ODEBlock(build_model(name, net="conv", preset=preset), init, **block_options)
     head = nn.Linear(dim * image_size * image_size, num_classes)
     return nn.Sequential(block, nn.Flatten(), head)
-

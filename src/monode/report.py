@@ -1,10 +1,11 @@
 """Comparison reports: one metrics.csv, a markdown table and PNG plots against epoch for several models."""
+
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 PLOTS = {  # file stem -> (column, y label)
     "nfe_forward": ("train_forward_nfe", "forward NFE per batch"),
@@ -22,24 +23,27 @@ def _column(rows: list[dict], key: str) -> list[float]:
     return [float(r[key]) for r in rows if r.get(key) not in (None, "")]
 
 
-def summary_rows(results: dict[str, list[dict]], metric: str, higher_is_better: bool,
-                 params: dict[str, int] | None = None) -> list[dict]:
+def summary_rows(
+    results: dict[str, list[dict]], metric: str, higher_is_better: bool, params: dict[str, int] | None = None
+) -> list[dict]:
     """Per model: final and best eval metric, mean forward/backward NFE, seconds per epoch, parameters."""
     out = []
     for model, rows in results.items():
         evals = _column(rows, f"eval_{metric}")
         best = (max if higher_is_better else min)(evals) if evals else float("nan")
-        out.append({
-            "model": model,
-            "params": (params or {}).get(model, ""),
-            f"final {metric}": evals[-1] if evals else float("nan"),
-            f"best {metric}": best,
-            "fwd NFE": _mean(_column(rows, "train_forward_nfe")),
-            "bwd NFE": _mean(_column(rows, "train_backward_nfe")),
-            "eval fwd NFE": _mean(_column(rows, "eval_forward_nfe")),
-            "s/epoch": _mean(_column(rows, "seconds")),
-            "final train loss": _column(rows, "train_loss")[-1] if rows else float("nan"),
-        })
+        out.append(
+            {
+                "model": model,
+                "params": (params or {}).get(model, ""),
+                f"final {metric}": evals[-1] if evals else float("nan"),
+                f"best {metric}": best,
+                "fwd NFE": _mean(_column(rows, "train_forward_nfe")),
+                "bwd NFE": _mean(_column(rows, "train_backward_nfe")),
+                "eval fwd NFE": _mean(_column(rows, "eval_forward_nfe")),
+                "s/epoch": _mean(_column(rows, "seconds")),
+                "final train loss": _column(rows, "train_loss")[-1] if rows else float("nan"),
+            }
+        )
     return out
 
 
@@ -53,8 +57,14 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(out: Path, results: dict[str, list[dict]], metric: str, higher_is_better: bool,
-                     params: dict[str, int] | None = None, title: str = "") -> Path:
+def write_comparison(
+    out: Path,
+    results: dict[str, list[dict]],
+    metric: str,
+    higher_is_better: bool,
+    params: dict[str, int] | None = None,
+    title: str = "",
+) -> Path:
     """Write out/metrics.csv (all models), out/table.md and one PNG per plotted column; returns table.md."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,6 +82,7 @@ def write_comparison(out: Path, results: dict[str, list[dict]], metric: str, hig
     (out / "table.md").write_text((f"# {title}\n\n" if title else "") + table)
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

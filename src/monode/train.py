@@ -15,11 +15,11 @@ size; the NFE columns (from `record_stats`) are means per batch.
 
     rows = fit(task, TrainConfig(epochs=100, lr=1e-3, batch_size=64, out="runs/x"))
 
-After every epoch `<out>/` receives, each written atomically: metrics.csv and metrics.json (one row per
-epoch: epoch, lr, train_*, eval_*, train_seconds (the training batches), seconds (the whole epoch)) and checkpoint.pt with its sha256 sidecar
-checkpoint.pt.sha256. `resume=True` continues after the last checkpointed epoch and reproduces the
-uninterrupted run exactly on CPU (every column but the two times).
-"""
+After every epoch `<out>/` receives, each written atomically: metrics.csv and metrics.json (one row per epoch:
+epoch, lr, train_*, eval_*, train_seconds (the training batches), seconds (the whole epoch)) and checkpoint.pt with
+its sha256 sidecar checkpoint.pt.sha256. `resume=True` continues after the last checkpointed epoch and reproduces
+the uninterrupted run exactly on CPU (every column but the two times)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -33,9 +33,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -44,13 +45,28 @@ from tqdm import tqdm
 
 from .solvers import record_stats
 
-__all__ = ["Task", "TrainConfig", "fit", "load_checkpoint", "seed_everything", "CheckpointError",
-           "TrainingDivergedError"]
+__all__ = [
+    "Task",
+    "TrainConfig",
+    "fit",
+    "load_checkpoint",
+    "seed_everything",
+    "CheckpointError",
+    "TrainingDivergedError",
+]
 
 CHECKPOINT = "checkpoint.pt"
 # Settings that change the training trajectory: a resumed run must keep the checkpoint's values.
-_TRAJECTORY_FIELDS = ("lr", "batch_size", "weight_decay", "grad_clip", "lr_milestones", "lr_step", "seed",
-                      "max_batches_per_epoch")
+_TRAJECTORY_FIELDS = (
+    "lr",
+    "batch_size",
+    "weight_decay",
+    "grad_clip",
+    "lr_milestones",
+    "lr_step",
+    "seed",
+    "max_batches_per_epoch",
+)
 
 
 class CheckpointError(RuntimeError):
@@ -68,11 +84,9 @@ class Task(Protocol):
     train_data: Sequence[Tensor]
     eval_data: Sequence[Tensor] | None
 
-    def loss(self, model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float | Tensor]]:
-        ...
+    def loss(self, model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float | Tensor]]: ...
 
-    def evaluate(self, model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, float | Tensor]:
-        ...
+    def evaluate(self, model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, float | Tensor]: ...
 
 
 @dataclass
@@ -118,19 +132,29 @@ class TrainConfig:
         require(self.weight_decay >= 0, "weight_decay", ">= 0")
         require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "None or > 0")
         require(self.eval_every >= 1, "eval_every", ">= 1")
-        require(self.max_batches_per_epoch is None or self.max_batches_per_epoch >= 1,
-                "max_batches_per_epoch", "None or >= 1")
-        require(not self.lr_milestones or all(e >= 0 and lr > 0 for e, lr in self.lr_milestones.items()),
-                "lr_milestones", "a dict {epoch >= 0: lr > 0}")
-        require(self.lr_step is None or (self.lr_step[0] >= 1 and self.lr_step[1] > 0),
-                "lr_step", "None or (every >= 1, gamma > 0)")
+        require(
+            self.max_batches_per_epoch is None or self.max_batches_per_epoch >= 1,
+            "max_batches_per_epoch",
+            "None or >= 1",
+        )
+        require(
+            not self.lr_milestones or all(e >= 0 and lr > 0 for e, lr in self.lr_milestones.items()),
+            "lr_milestones",
+            "a dict {epoch >= 0: lr > 0}",
+        )
+        require(
+            self.lr_step is None or (self.lr_step[0] >= 1 and self.lr_step[1] > 0),
+            "lr_step",
+            "None or (every >= 1, gamma > 0)",
+        )
         require(not (self.lr_milestones and self.lr_step), "lr_step", "None when lr_milestones is set")
 
     def lr_at(self, epoch: int, step: int) -> float:
         """The learning rate of optimizer step `step` (counted from 0 over the run), taken in `epoch`."""
         if self.lr_milestones:
-            return next((lr for start, lr in sorted(self.lr_milestones.items(), reverse=True) if epoch >= start),
-                        self.lr)
+            return next(
+                (lr for start, lr in sorted(self.lr_milestones.items(), reverse=True) if epoch >= start), self.lr
+            )
         if self.lr_step:
             every, gamma = self.lr_step
             return self.lr * gamma ** (step // every)
@@ -161,8 +185,10 @@ def fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
     out, device = config.out, torch.device(config.device)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists() and not config.resume:
-        raise FileExistsError(f"{ckpt_path} already exists: pass --resume (TrainConfig.resume=True) to "
-                              f"continue that run, or choose another --out")
+        raise FileExistsError(
+            f"{ckpt_path} already exists: pass --resume (TrainConfig.resume=True) to "
+            f"continue that run, or choose another --out"
+        )
     train_data = _as_tensors(task.train_data, "task.train_data")
     eval_data = None if task.eval_data is None else _as_tensors(task.eval_data, "task.eval_data")
     model = task.model.to(device)
@@ -189,9 +215,10 @@ def fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
         for epoch in range(start, config.epochs):
             t0 = time.perf_counter()
             model.train()
-            order = torch.randperm(len(train_data[0]),
-                                   generator=torch.Generator().manual_seed(config.seed * 1000003 + epoch))
-            batches = order.split(config.batch_size)[:config.max_batches_per_epoch]
+            order = torch.randperm(
+                len(train_data[0]), generator=torch.Generator().manual_seed(config.seed * 1000003 + epoch)
+            )
+            batches = order.split(config.batch_size)[: config.max_batches_per_epoch]
             train = _Means()
             with tqdm(batches, desc=f"epoch {epoch}", disable=not show_bar, leave=False) as bar:
                 for i, idx in enumerate(bar):
@@ -203,10 +230,12 @@ def fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
                         loss, metrics = task.loss(model, batch)
                         loss_value = loss.item()  # one sync per batch, to stop at the first bad loss
                         if not math.isfinite(loss_value):
-                            kept = (f"the last good checkpoint (epoch {saved_epoch}) is kept at {ckpt_path}"
-                                    if saved_epoch >= 0 else "no checkpoint was written yet")
-                            raise TrainingDivergedError(f"loss is {loss_value} at epoch {epoch}, batch {i}; "
-                                                        f"{kept}")
+                            kept = (
+                                f"the last good checkpoint (epoch {saved_epoch}) is kept at {ckpt_path}"
+                                if saved_epoch >= 0
+                                else "no checkpoint was written yet"
+                            )
+                            raise TrainingDivergedError(f"loss is {loss_value} at epoch {epoch}, batch {i}; {kept}")
                         optimizer.zero_grad(set_to_none=True)
                         loss.backward()
                     if config.grad_clip is not None:
@@ -227,10 +256,18 @@ def fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
             tqdm.write(f"epoch {epoch} " + " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
 
             _write_metrics(out, rows)
-            _save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "step": step, "rng": _rng_state(), "rows": rows, "config": config.as_dict(),
-            })
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "step": step,
+                    "rng": _rng_state(),
+                    "rows": rows,
+                    "config": config.as_dict(),
+                },
+            )
             saved_epoch = epoch
     return rows
 
@@ -251,15 +288,19 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"cannot read {sidecar}, the sha256 sidecar of checkpoint {path}: {e}") from e
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
-        raise CheckpointError(f"checkpoint {path} is damaged or half-written: its sha256 is {actual}, "
-                              f"{sidecar.name} expects {expected}")
+        raise CheckpointError(
+            f"checkpoint {path} is damaged or half-written: its sha256 is {actual}, {sidecar.name} expects {expected}"
+        )
     try:
         ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError, EOFError, ... all mean "not a checkpoint"
-        raise CheckpointError(f"checkpoint {path} matches its sha256 but does not load with "
-                              f"torch.load(weights_only=True): {type(e).__name__}: {e}") from e
+        raise CheckpointError(
+            f"checkpoint {path} matches its sha256 but does not load with "
+            f"torch.load(weights_only=True): {type(e).__name__}: {e}"
+        ) from e
     missing = {"model", "optimizer", "epoch", "step", "rng", "rows", "config"} - set(
-        ckpt if isinstance(ckpt, dict) else ())
+        ckpt if isinstance(ckpt, dict) else ()
+    )
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}: not written by monode.train.fit")
     return ckpt
@@ -286,7 +327,7 @@ def _evaluate(task: Task, model: nn.Module, data: tuple[Tensor, ...], config: Tr
     model.eval()
     means = _Means()
     with torch.no_grad():
-        for idx in torch.arange(len(data[0])).split(config.batch_size)[:config.max_batches_per_epoch]:
+        for idx in torch.arange(len(data[0])).split(config.batch_size)[: config.max_batches_per_epoch]:
             batch = tuple(t[idx].to(config.device) for t in data)
             with record_stats() as stats:
                 metrics = task.evaluate(model, batch)
@@ -303,8 +344,10 @@ def _as_tensors(data: Tensor | Sequence[Tensor], name: str) -> tuple[Tensor, ...
         raise ValueError(f"{name} must be a tensor or a tuple of tensors, got {type(data).__name__}")
     sizes = {len(t) for t in tensors}
     if len(sizes) != 1 or 0 in sizes:
-        raise ValueError(f"{name} must hold tensors with one common non-zero first dimension, got shapes "
-                         f"{[tuple(t.shape) for t in tensors]}")
+        raise ValueError(
+            f"{name} must hold tensors with one common non-zero first dimension, got shapes "
+            f"{[tuple(t.shape) for t in tensors]}"
+        )
     return tensors
 
 
@@ -313,8 +356,10 @@ def _check_same_trajectory(config: TrainConfig, saved: dict) -> None:
     new = config.as_dict()
     for name in _TRAJECTORY_FIELDS:
         if new[name] != saved.get(name):
-            raise ValueError(f"TrainConfig.{name}={new[name]!r} differs from {saved.get(name)!r} in the "
-                             f"checkpoint being resumed: resume with the same settings or choose another --out")
+            raise ValueError(
+                f"TrainConfig.{name}={new[name]!r} differs from {saved.get(name)!r} in the "
+                f"checkpoint being resumed: resume with the same settings or choose another --out"
+            )
 
 
 @contextlib.contextmanager

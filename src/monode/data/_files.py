@@ -3,6 +3,7 @@
 Every loader finds its folder with `resolve_data_dir`, checks its files with `verify_checksums`
 before parsing them, and reports problems with the two exceptions below. Nothing here downloads.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,14 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["DataNotFoundError", "DataIntegrityError", "resolve_data_dir", "read_checksums",
-           "verify_checksums", "file_digest"]
+__all__ = [
+    "DataNotFoundError",
+    "DataIntegrityError",
+    "resolve_data_dir",
+    "read_checksums",
+    "verify_checksums",
+    "file_digest",
+]
 
 ENV_VAR = "MONODE_DATA_DIR"
 CHECKSUM_FILE = "SHA256SUMS"
@@ -31,7 +38,8 @@ class DataNotFoundError(FileNotFoundError):
         super().__init__(
             f"dataset files not found in {self.folder}: {what}expected {_name_list(self.expected)}. "
             f"Put them there, or pass --data-dir / set {ENV_VAR} to the data root (which holds one "
-            f"folder per dataset) or to the dataset's folder itself.")
+            f"folder per dataset) or to the dataset's folder itself."
+        )
 
 
 def _name_list(names: list[str], most: int = 6) -> str:
@@ -52,13 +60,17 @@ class DataIntegrityError(ValueError):
 def checksum_error(path: str | Path, algorithm: str, expected: str, actual: str) -> DataIntegrityError:
     """The error for a file whose digest differs from the recorded one."""
     return DataIntegrityError(
-        path, f"{algorithm} mismatch: expected {expected}, got {actual} (corrupted or a different version)")
+        path, f"{algorithm} mismatch: expected {expected}, got {actual} (corrupted or a different version)"
+    )
 
 
 def _default_roots() -> list[Path]:
     """The `shared/data` folder of an ancestor of this file (the repo's sibling), then the user cache."""
-    roots = [parent / "shared" / "data" for parent in Path(__file__).resolve().parents
-             if (parent / "shared" / "data").is_dir()][:1]
+    roots = [
+        parent / "shared" / "data"
+        for parent in Path(__file__).resolve().parents
+        if (parent / "shared" / "data").is_dir()
+    ][:1]
     return roots + [Path.home() / ".cache" / "monode" / "data"]
 
 
@@ -109,8 +121,13 @@ def read_checksums(folder: str | Path) -> dict[str, str]:
     return table
 
 
-def verify_checksums(folder: str | Path, files: Iterable[str] | None = None, *,
-                     fallback: Mapping[str, str] | None = None, fallback_algorithm: str = "md5") -> None:
+def verify_checksums(
+    folder: str | Path,
+    files: Iterable[str] | None = None,
+    *,
+    fallback: Mapping[str, str] | None = None,
+    fallback_algorithm: str = "md5",
+) -> None:
     """Check `files` (names relative to `folder`; default: all listed) against `folder/SHA256SUMS`.
 
     Without a SHA256SUMS file, `fallback` (`{name: digest}` in `fallback_algorithm`, e.g. published md5s)

@@ -5,6 +5,7 @@ pickled dict with b"data" (uint8 [N, 3072], channel-major) and b"labels" (list o
 also point at `cifar-10-batches-py` itself. The pickles are read with an unpickler that can only build
 numpy arrays, so a tampered file cannot run code.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -30,8 +31,7 @@ PUBLISHED_MD5 = {
     "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
     "test_batch": "40351d587109b95175f43aff81a1287e",
 }
-LABEL_NAMES = (b"airplane", b"automobile", b"bird", b"cat", b"deer",
-               b"dog", b"frog", b"horse", b"ship", b"truck")
+LABEL_NAMES = (b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck")
 
 
 def _reconstruct() -> Any:
@@ -59,8 +59,9 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
-            raise DataIntegrityError(self.path, f"pickle refers to {module}.{name}, which a CIFAR-10 batch "
-                                                f"never needs; refusing to load it")
+            raise DataIntegrityError(
+                self.path, f"pickle refers to {module}.{name}, which a CIFAR-10 batch never needs; refusing to load it"
+            )
         return self.ALLOWED[module, name]()
 
 
@@ -76,10 +77,18 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise DataIntegrityError(path, "not a CIFAR-10 batch: expected a dict with b'data' and b'labels'")
     data, labels = batch[b"data"], np.asarray(batch[b"labels"], dtype=np.int64)
-    if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
-            or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels)):
-        raise DataIntegrityError(path, f"b'data' must be uint8 [N, 3072] with N = {len(labels)} labels, "
-                                       f"got {getattr(data, 'dtype', type(data))} {getattr(data, 'shape', '')}")
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * 32 * 32
+        or len(data) != len(labels)
+    ):
+        raise DataIntegrityError(
+            path,
+            f"b'data' must be uint8 [N, 3072] with N = {len(labels)} labels, "
+            f"got {getattr(data, 'dtype', type(data))} {getattr(data, 'shape', '')}",
+        )
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -88,8 +97,9 @@ def _batch_prefix(folder: Path) -> str:
     return "" if (folder / TEST_BATCHES[0]).is_file() or (folder / TRAIN_BATCHES[0]).is_file() else BATCH_DIR + "/"
 
 
-def load_cifar10(data_dir: str | Path | None = None, split: str = "train",
-                 subset: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_cifar10(
+    data_dir: str | Path | None = None, split: str = "train", subset: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10 `split` ("train": 50000, "test": 10000) as (images float32 [N, 3, 32, 32] in [0, 1], labels int64 [N]).
 
     Checksums are verified first: against `SHA256SUMS` in the folder when there is one, otherwise against

@@ -1,4 +1,5 @@
 """MNIST from the original gzipped IDX files (LeCun, Cortes & Burges), folder `mnist`."""
+
 from __future__ import annotations
 
 import gzip
@@ -39,13 +40,15 @@ def read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
         raise DataIntegrityError(path, f"IDX magic number is {header[0]}, expected {magic}")
     shape = tuple(int(d) for d in header[1:])
     if len(raw) - header_len != int(np.prod(shape)):
-        raise DataIntegrityError(path, f"IDX dimensions {shape} need {int(np.prod(shape))} bytes of data, "
-                                       f"found {len(raw) - header_len}")
+        raise DataIntegrityError(
+            path, f"IDX dimensions {shape} need {int(np.prod(shape))} bytes of data, found {len(raw) - header_len}"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(shape)
 
 
-def load_mnist(data_dir: str | Path | None = None, split: str = "train",
-               subset: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_mnist(
+    data_dir: str | Path | None = None, split: str = "train", subset: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST `split` ("train": 60000, "test": 10000) as (images float32 [N, 1, 28, 28] in [0, 1], labels int64 [N]).
 
     Checksums are verified before parsing. `subset` keeps the first `subset` examples (deterministic).
@@ -63,5 +66,4 @@ def load_mnist(data_dir: str | Path | None = None, split: str = "train",
     if len(images) != len(labels):
         raise DataIntegrityError(label_file, f"{len(labels)} labels for {len(images)} images in {image_file.name}")
     images, labels = images[:subset], labels[:subset]
-    return (torch.from_numpy(images.astype(np.float32)[:, None] / 255.0),
-            torch.from_numpy(labels.astype(np.int64)))
+    return (torch.from_numpy(images.astype(np.float32)[:, None] / 255.0), torch.from_numpy(labels.astype(np.int64)))

@@ -4,6 +4,7 @@ Files: `set-{a,b}.tar.gz` (one `set-x/<RecordID>.txt` per stay: lines `HH:MM,Par
 first 48 hours) and `Outcomes-{a,b}.txt` (`In-hospital_death` is the label). The tarballs are read as
 streams, never extracted. Parsed records are cached as a `.pt` file keyed by the files' sha256.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,15 +19,51 @@ import torch
 
 from ._files import DataIntegrityError, file_digest, resolve_data_dir, verify_checksums
 
-__all__ = ["PARAMS", "STATIC", "PhysioNetRecord", "load_physionet", "physionet_feature_stats",
-           "physionet_tensors"]
+__all__ = ["PARAMS", "STATIC", "PhysioNetRecord", "load_physionet", "physionet_feature_stats", "physionet_tensors"]
 
 # The 41 feature columns, in the order of Latent ODE's `PhysioNet.params` (Rubanova et al. 2019).
 PARAMS = (
-    "Age", "Gender", "Height", "ICUType", "Weight", "Albumin", "ALP", "ALT", "AST", "Bilirubin", "BUN",
-    "Cholesterol", "Creatinine", "DiasABP", "FiO2", "GCS", "Glucose", "HCO3", "HCT", "HR", "K", "Lactate", "Mg",
-    "MAP", "MechVent", "Na", "NIDiasABP", "NIMAP", "NISysABP", "PaCO2", "PaO2", "pH", "Platelets", "RespRate",
-    "SaO2", "SysABP", "Temp", "TroponinI", "TroponinT", "Urine", "WBC",
+    "Age",
+    "Gender",
+    "Height",
+    "ICUType",
+    "Weight",
+    "Albumin",
+    "ALP",
+    "ALT",
+    "AST",
+    "Bilirubin",
+    "BUN",
+    "Cholesterol",
+    "Creatinine",
+    "DiasABP",
+    "FiO2",
+    "GCS",
+    "Glucose",
+    "HCO3",
+    "HCT",
+    "HR",
+    "K",
+    "Lactate",
+    "Mg",
+    "MAP",
+    "MechVent",
+    "Na",
+    "NIDiasABP",
+    "NIMAP",
+    "NISysABP",
+    "PaCO2",
+    "PaO2",
+    "pH",
+    "Platelets",
+    "RespRate",
+    "SaO2",
+    "SysABP",
+    "Temp",
+    "TroponinI",
+    "TroponinT",
+    "Urine",
+    "WBC",
 )
 # The general descriptors recorded once at 00:00; -1 there means "not recorded".
 STATIC = ("RecordID", "Age", "Gender", "Height", "ICUType")
@@ -80,8 +117,14 @@ def _parse_lines(text: str, n_lines: int, source: Path) -> np.ndarray:
         warnings.simplefilter("ignore", DeprecationWarning)
         flat = np.fromstring(text.replace(":", ",").replace("\n", ",").rstrip(","), sep=",")
     if flat.size != 4 * n_lines:
-        bad = next((line for line in text.splitlines() if len(line.replace(":", ",").split(",")) != 4
-                    or not line.split(",")[1].isdigit()), "?")
+        bad = next(
+            (
+                line
+                for line in text.splitlines()
+                if len(line.replace(":", ",").split(",")) != 4 or not line.split(",")[1].isdigit()
+            ),
+            "?",
+        )
         raise DataIntegrityError(source, f"unexpected record line {bad!r} (unknown parameter or bad format)")
     return flat.reshape(n_lines, 4)
 
@@ -115,12 +158,14 @@ def _parse_set(tar_path: Path, quantization: float | None) -> dict[str, torch.Te
     count = np.bincount(cell, minlength=n_cells)
     total = np.bincount(cell, weights=value[observed], minlength=n_cells)
     cells = np.flatnonzero(count)
-    return {"record_ids": torch.tensor(ids, dtype=torch.int64),
-            "lengths": torch.from_numpy(lengths),
-            "static": torch.from_numpy(static.astype(np.float32)),
-            "times": torch.from_numpy(row_times.astype(np.float32)),
-            "cells": torch.from_numpy(cells),  # row * 41 + feature of each observed entry
-            "cell_values": torch.from_numpy((total[cells] / count[cells]).astype(np.float32))}  # repeats averaged
+    return {
+        "record_ids": torch.tensor(ids, dtype=torch.int64),
+        "lengths": torch.from_numpy(lengths),
+        "static": torch.from_numpy(static.astype(np.float32)),
+        "times": torch.from_numpy(row_times.astype(np.float32)),
+        "cells": torch.from_numpy(cells),  # row * 41 + feature of each observed entry
+        "cell_values": torch.from_numpy((total[cells] / count[cells]).astype(np.float32)),
+    }  # repeats averaged
 
 
 def _read_labels(path: Path, record_ids: torch.Tensor) -> torch.Tensor:
@@ -155,17 +200,25 @@ def _load_cache(path: Path, key: str) -> dict[str, torch.Tensor] | None:
         lengths = blob["lengths"]
         rows = int(lengths.sum())
         cells = blob["cells"]
-        consistent = (blob["key"] == key and blob["times"].shape == (rows,)
-                      and cells.shape == blob["cell_values"].shape and cells.dtype == torch.int64
-                      and (len(cells) == 0 or 0 <= int(cells.min()) <= int(cells.max()) < rows * len(PARAMS))
-                      and len(blob["record_ids"]) == len(blob["labels"]) == len(blob["static"]) == len(lengths))
+        consistent = (
+            blob["key"] == key
+            and blob["times"].shape == (rows,)
+            and cells.shape == blob["cell_values"].shape
+            and cells.dtype == torch.int64
+            and (len(cells) == 0 or 0 <= int(cells.min()) <= int(cells.max()) < rows * len(PARAMS))
+            and len(blob["record_ids"]) == len(blob["labels"]) == len(blob["static"]) == len(lengths)
+        )
     except Exception:  # a missing, truncated or foreign file: rebuild it
         return None
     return blob if consistent else None
 
 
-def load_physionet(data_dir: str | Path | None = None, sets: tuple[str, ...] = ("a", "b"),
-                   cache_dir: str | Path | None = None, quantization: float | None = None) -> list[PhysioNetRecord]:
+def load_physionet(
+    data_dir: str | Path | None = None,
+    sets: tuple[str, ...] = ("a", "b"),
+    cache_dir: str | Path | None = None,
+    quantization: float | None = None,
+) -> list[PhysioNetRecord]:
     """Every record of the PhysioNet 2012 `sets`, as a list of `PhysioNetRecord` (sets in order, then RecordID).
 
     Latent ODE layout (`lib/physionet.py`): the 41 `PARAMS` columns, including the descriptors Age, Gender,
@@ -187,8 +240,10 @@ def load_physionet(data_dir: str | Path | None = None, sets: tuple[str, ...] = (
     files = [file for name in sets for file in (f"set-{name}.tar.gz", f"Outcomes-{name}.txt")]
     verify_checksums(folder, files)
 
-    key = " ".join([f"format={CACHE_FORMAT}", f"quantization={quantization}"]
-                   + [f"{file}={file_digest(folder / file)}" for file in files])
+    key = " ".join(
+        [f"format={CACHE_FORMAT}", f"quantization={quantization}"]
+        + [f"{file}={file_digest(folder / file)}" for file in files]
+    )
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else Path.home() / ".cache" / "monode"
     cache_path = cache_root / f"physionet2012-{''.join(sets)}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     data = _load_cache(cache_path, key)
@@ -208,10 +263,17 @@ def load_physionet(data_dir: str | Path | None = None, sets: tuple[str, ...] = (
     values[data["cells"]] = data["cell_values"]
     mask[data["cells"]] = 1.0
     values, mask = values.view(-1, len(PARAMS)), mask.view(-1, len(PARAMS))
-    return [PhysioNetRecord(int(record_id), times, values, record_mask, static, int(label))
-            for record_id, times, values, record_mask, static, label in zip(
-                data["record_ids"].tolist(), data["times"].split(lengths), values.split(lengths),
-                mask.split(lengths), data["static"], data["labels"].tolist())]
+    return [
+        PhysioNetRecord(int(record_id), times, values, record_mask, static, int(label))
+        for record_id, times, values, record_mask, static, label in zip(
+            data["record_ids"].tolist(),
+            data["times"].split(lengths),
+            values.split(lengths),
+            mask.split(lengths),
+            data["static"],
+            data["labels"].tolist(),
+        )
+    ]
 
 
 def physionet_feature_stats(records: list[PhysioNetRecord]) -> dict[str, torch.Tensor]:
@@ -230,14 +292,19 @@ def physionet_feature_stats(records: list[PhysioNetRecord]) -> dict[str, torch.T
     high = torch.where(mask, values, -inf).amax(0)
     mean = torch.where(mask, values, 0.0).sum(0) / count.clamp(min=1)
     var = torch.where(mask, (values - mean) ** 2, 0.0).sum(0) / count.clamp(min=1)
-    stats = {"min": torch.where(seen, low, 0.0), "max": torch.where(seen, high, 1.0),
-             "mean": torch.where(seen, mean, 0.0), "std": torch.where(seen & (var > 0), var.sqrt(), 1.0),
-             "count": count.double()}
+    stats = {
+        "min": torch.where(seen, low, 0.0),
+        "max": torch.where(seen, high, 1.0),
+        "mean": torch.where(seen, mean, 0.0),
+        "std": torch.where(seen & (var > 0), var.sqrt(), 1.0),
+        "count": count.double(),
+    }
     return {name: value.float() for name, value in stats.items()}
 
 
-def physionet_tensors(records: list[PhysioNetRecord], *, normalize: str | None = "minmax",
-                      stats: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def physionet_tensors(
+    records: list[PhysioNetRecord], *, normalize: str | None = "minmax", stats: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """Pad `records` into one batch; normalise the observed values per feature.
 
     `normalize`: "minmax" maps each feature's observed range to [0, 1] ((x - min) / (max - min), range 0
@@ -261,8 +328,12 @@ def physionet_tensors(records: list[PhysioNetRecord], *, normalize: str | None =
         else:
             shift, scale = stats["mean"], stats["std"]
         values = (values - shift) / scale * mask
-    return {"times": pad([r.times for r in records]), "values": values, "mask": mask,
-            "lengths": torch.tensor([len(r.times) for r in records], dtype=torch.int64),
-            "labels": torch.tensor([r.label for r in records], dtype=torch.int64),
-            "static": torch.stack([r.static for r in records]),
-            "record_ids": torch.tensor([r.record_id for r in records], dtype=torch.int64)}
+    return {
+        "times": pad([r.times for r in records]),
+        "values": values,
+        "mask": mask,
+        "lengths": torch.tensor([len(r.times) for r in records], dtype=torch.int64),
+        "labels": torch.tensor([r.label for r in records], dtype=torch.int64),
+        "static": torch.stack([r.static for r in records]),
+        "record_ids": torch.tensor([r.record_id for r in records], dtype=torch.int64),
+    }

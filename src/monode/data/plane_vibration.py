@@ -3,6 +3,7 @@
 Both CSVs come from the HeavyBallNODE repository (`data/pv.csv`, `data/sb.csv`). `plane_vibration_windows`
 is that repository's preprocessing (`pvdat.py`, used by `trainpv.py` with 64 inputs and an 8-step forecast).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,9 @@ def _read_columns(name: str, file: str, columns: int, rows: int, data_dir: str |
     except ValueError as error:
         raise DataIntegrityError(folder / file, f"cannot parse as CSV ({error})") from None
     if data.shape != (rows, columns) or not np.isfinite(data).all():
-        raise DataIntegrityError(folder / file, f"expected {rows} finite rows of {columns} {name} columns, "
-                                                f"got shape {data.shape}")
+        raise DataIntegrityError(
+            folder / file, f"expected {rows} finite rows of {columns} {name} columns, got shape {data.shape}"
+        )
     return data
 
 
@@ -47,8 +49,15 @@ def load_silverbox(data_dir: str | Path | None = None) -> np.ndarray:
     return _read_columns("Silverbox", "sb.csv", 2, 131072, data_dir)
 
 
-def plane_vibration_windows(data: np.ndarray, *, seq_len: int = 64, forecast: int = 8, drop_frac: float = 0.1,
-                            seed: int = 1, split: str = "contiguous") -> dict[str, dict[str, torch.Tensor]]:
+def plane_vibration_windows(
+    data: np.ndarray,
+    *,
+    seq_len: int = 64,
+    forecast: int = 8,
+    drop_frac: float = 0.1,
+    seed: int = 1,
+    split: str = "contiguous",
+) -> dict[str, dict[str, torch.Tensor]]:
     """Irregularly sampled windows of a [T, C] record, split into train/val/test as HeavyBallNODE does.
 
     Steps (`pvdat.py`): z-score every column with the whole record's mean and std; keep a random sorted
@@ -88,17 +97,20 @@ def plane_vibration_windows(data: np.ndarray, *, seq_len: int = 64, forecast: in
     if split == "contiguous":
         n_train, n_val = (np.array([2, 1]) / 4 * len(kept)).astype(int)
         parts = np.split(kept, [n_train, n_train + n_val])
-        runs = [part[:len(part) // run * run].reshape(-1, run) for part in parts]
+        runs = [part[: len(part) // run * run].reshape(-1, run) for part in parts]
     else:
-        all_runs = kept[:len(kept) // run * run].reshape(-1, run)
+        all_runs = kept[: len(kept) // run * run].reshape(-1, run)
         n_train, n_val = (np.array([2, 1]) / 4 * len(all_runs)).astype(int)
         runs = np.split(all_runs[rng.permutation(len(all_runs))], [n_train, n_train + n_val])
 
     def windows(index: np.ndarray) -> dict[str, torch.Tensor]:
         as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
-        return {"x": as_tensor(data[index[:, :-1]]), "y": as_tensor(data[index[:, 1:]]),
-                "dt": as_tensor(np.diff(index, axis=1)),
-                "forecast": as_tensor(data[index[:, -1:] + np.arange(forecast)]),
-                "index": torch.from_numpy(index.astype(np.int64))}
+        return {
+            "x": as_tensor(data[index[:, :-1]]),
+            "y": as_tensor(data[index[:, 1:]]),
+            "dt": as_tensor(np.diff(index, axis=1)),
+            "forecast": as_tensor(data[index[:, -1:] + np.arange(forecast)]),
+            "index": torch.from_numpy(index.astype(np.int64)),
+        }
 
     return {name: windows(index) for name, index in zip(SPLITS, runs)}

@@ -16,10 +16,11 @@ roughly inside [-4, 4]^2 (the plots' window), in the default float dtype:
     2spirals      two interleaved Archimedean spirals r = theta / 3, theta in [0, 3 pi] (density ~ sqrt),
                   N(0, 0.1^2 I) noise
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -30,8 +31,9 @@ Sampler = Callable[[int, torch.Generator], Tensor]
 
 
 def _on_circle(angle: Tensor, radius: Tensor | float) -> Tensor:
-    return torch.stack([torch.cos(angle), torch.sin(angle)], 1) * (radius if isinstance(radius, float)
-                                                                   else radius.unsqueeze(1))
+    return torch.stack([torch.cos(angle), torch.sin(angle)], 1) * (
+        radius if isinstance(radius, float) else radius.unsqueeze(1)
+    )
 
 
 def eight_gaussians(n: int, g: torch.Generator) -> Tensor:
@@ -42,8 +44,9 @@ def eight_gaussians(n: int, g: torch.Generator) -> Tensor:
 def two_moons(n: int, g: torch.Generator) -> Tensor:
     theta = math.pi * torch.rand(n, generator=g)
     upper = torch.rand(n, generator=g) < 0.5
-    moon = torch.where(upper.unsqueeze(1), _on_circle(theta, 1.0),
-                       torch.stack([1 - torch.cos(theta), 0.5 - torch.sin(theta)], 1))
+    moon = torch.where(
+        upper.unsqueeze(1), _on_circle(theta, 1.0), torch.stack([1 - torch.cos(theta), 0.5 - torch.sin(theta)], 1)
+    )
     return 2 * (moon - torch.tensor([0.5, 0.25])) + 0.2 * torch.randn(n, 2, generator=g)
 
 
@@ -54,8 +57,9 @@ def checkerboard(n: int, g: torch.Generator) -> Tensor:
     return 2 * (cell + torch.rand(n, 2, generator=g)) - 4
 
 
-def pinwheel(n: int, g: torch.Generator, arms: int = 5, radial_std: float = 0.3, tangential_std: float = 0.1,
-             rate: float = 0.25) -> Tensor:
+def pinwheel(
+    n: int, g: torch.Generator, arms: int = 5, radial_std: float = 0.3, tangential_std: float = 0.1, rate: float = 0.25
+) -> Tensor:
     r = 1 + radial_std * torch.randn(n, generator=g)
     tangential = tangential_std * torch.randn(n, generator=g)
     angle = 2 * math.pi * torch.randint(0, arms, (n,), generator=g) / arms + rate * torch.exp(r)

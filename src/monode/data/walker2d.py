@@ -4,6 +4,7 @@
 T between 131 and 1000. `walker2d_windows` is the preprocessing of the ODE-LSTM `Walker2dImitationData`
 class, which HeavyBallNODE (`odelstm_data.py`) and NesterovNODE reuse.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,9 @@ def load_walker2d_rollouts(data_dir: str | Path | None = None) -> list[np.ndarra
     return rollouts
 
 
-def walker2d_windows(rollouts: list[np.ndarray], *, seq_len: int = 64, stride: int = 16, drop_prob: float = 0.1,
-                     seed: int | None = None) -> dict[str, dict[str, torch.Tensor]]:
+def walker2d_windows(
+    rollouts: list[np.ndarray], *, seq_len: int = 64, stride: int = 16, drop_prob: float = 0.1, seed: int | None = None
+) -> dict[str, dict[str, torch.Tensor]]:
     """Irregularly sampled windows of the rollouts, split by file into train/val/test (75/10/15 %).
 
     The exact `Walker2dImitationData` protocol (ODE-LSTM, reused by HeavyBallNODE):
@@ -83,6 +85,8 @@ def walker2d_windows(rollouts: list[np.ndarray], *, seq_len: int = 64, stride: i
             ys.append(rollout[kept[window] + 1])
             dts.append(dt[window].astype(np.float32))
             sources.append(np.full(len(starts), i, dtype=np.int64))
-        out[name] = {key: torch.from_numpy(np.concatenate(parts))
-                     for key, parts in (("x", xs), ("dt", dts), ("y", ys), ("file", sources))}
+        out[name] = {
+            key: torch.from_numpy(np.concatenate(parts))
+            for key, parts in (("x", xs), ("dt", dts), ("y", ys), ("file", sources))
+        }
     return out

@@ -1,4 +1,4 @@
-"""What every model family shares: the `VectorField` base, field wrappers and the registry entry.
+"""The `VectorField` base every model family derives from, and the field bound to its coefficients.
 
 A model family is a `VectorField` subclass whose `rhs` is its system of equations. The rest of the
 class says how the system meets the outside world, so that layers and tasks never branch on a name:
@@ -9,58 +9,49 @@ class says how the system meets the outside world, so that layers and tasks neve
 * `encode(variables, t)` / `decode(state, t)`: the model's variables (h, m, ...), which initial-state
   networks produce and ODE-RNN cells update, to and from the solver state (they differ only where
   the papers change variables, e.g. Nesterov's x = h / k(t)); `readout` is the decoded h;
-* `coefficients()`: the scalar parameters turned into the tensors the equations use (gamma =
-  sigmoid(gamma~), xi = softplus(xi~), ...). Layers compute them once per solve and integrate
-  `field.bind(coefficients)`, so a field call is the network plus a few fused tensor ops.
-  `field(t, state)` also works on its own (it then computes the coefficients on every call).
+* `coefficients()`: the scalar parameters turned into the values the equations use (gamma =
+  sigmoid(gamma~), xi = softplus(xi~), ...), as a named tuple. Layers compute them once per solve and
+  integrate `field.bind(coefficients)`.
+
+A family with a closed-form vector-Jacobian product implements `rhs_forward` / `rhs_backward` beside
+`rhs`; its bound field is then a `monode.solvers.ClosedFormField` and the adjoint skips autograd.
+`field(t, state)` also works on its own, as any torchdiffeq field does (it then computes the
+coefficients on every call, and the adjoint differentiates `field.parameters()` through autograd).
 """
+
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, NamedTuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VectorField", "BoundField", "TimeScaledField", "ModelSpec", "State", "ActivationSpec",
-           "resolve_activation", "register_scalar", "register_xi"]
+from ..solvers import ClosedFormField, ParametrizedField
+
+__all__ = [
+    "VectorField",
+    "BoundField",
+    "ClosedFormBoundField",
+    "State",
+    "NoCoefficients",
+    "register_scalar",
+    "register_xi",
+    "dot",
+]
 
 State = Union[torch.Tensor, tuple[torch.Tensor, ...]]
-Coefficients = tuple[Optional[torch.Tensor], ...]
-ActivationSpec = Union[None, str, tuple[str, float], Callable[[torch.Tensor], torch.Tensor]]
-
-_NAMED_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softplus, "relu": torch.relu,
-    "hardtanh": F.hardtanh,
-}
+Coefficients = tuple[torch.Tensor | None, ...]
+"""A family's named tuple of coefficient tensors (None for an absent term)."""
 
 
-def resolve_activation(spec: ActivationSpec, name: str = "activation") -> Callable | None:
-    """A gate sigma from its description; None means identity (the op is skipped, not applied).
-
-    Accepted: None or "identity"; "tanh", "sigmoid", "softplus", "relu", "hardtanh" (clips to +-1);
-    ("hardtanh", c) (clips to +-c, the papers' bounded gates); or any callable.
-    """
-    if spec is None or spec == "identity":
-        return None
-    if isinstance(spec, str) and spec in _NAMED_ACTIVATIONS:
-        return _NAMED_ACTIVATIONS[spec]
-    if isinstance(spec, (tuple, list)) and len(spec) == 2 and spec[0] == "hardtanh":
-        bound = float(spec[1])
-        if not bound > 0:
-            raise ValueError(f"{name}: the hardtanh bound must be > 0, got {spec!r}")
-        return functools.partial(F.hardtanh, min_val=-bound, max_val=bound)
-    if callable(spec):
-        return spec
-    raise ValueError(f"{name} must be None, 'identity', one of {sorted(_NAMED_ACTIVATIONS)}, "
-                     f"('hardtanh', bound) or a callable, got {spec!r}")
+class NoCoefficients(NamedTuple):
+    """The coefficients of a family without scalar parameters (NODE, SONODE)."""
 
 
 def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum(a * b) as a 0-d tensor (one op): the gradient of a scalar coefficient multiplying b."""
+    """sum(a * b) as a 0-d tensor: the gradient of a scalar coefficient multiplying b."""
     return torch.dot(a.reshape(-1), b.reshape(-1))
 
 
@@ -76,7 +67,7 @@ def register_scalar(module: nn.Module, name: str, value: float, trainable: bool)
 def register_xi(module: nn.Module, xi: float, xi_logit: float | None) -> None:
     """The restoring coefficient xi >= 0 of the -xi*h terms: fixed `xi`, or learnable softplus(`xi_logit`).
 
-    Fixed xi = 0 registers nothing and the term is skipped; `module.xi_value()` gives the tensor or None.
+    Fixed xi = 0 registers nothing and the term is skipped; `VectorField.xi_value()` gives the tensor or None.
     """
     if xi_logit is not None and xi != 0.0:
         raise ValueError(f"give either a fixed xi or a learnable xi_logit, got xi={xi!r} and xi_logit={xi_logit!r}")
@@ -88,11 +79,29 @@ def register_xi(module: nn.Module, xi: float, xi_logit: float | None) -> None:
         register_scalar(module, "xi", xi, trainable=False)
 
 
+def _graph_leaves(tensors: Coefficients) -> set[int]:
+    """The ids of the leaf tensors (parameters) that `tensors` were computed from."""
+    ids = {id(c) for c in tensors if c is not None and c.grad_fn is None}
+    stack = [c.grad_fn for c in tensors if c is not None and c.grad_fn is not None]
+    seen: set[Any] = set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # AccumulateGrad nodes hold their leaf
+        if variable is not None:
+            ids.add(id(variable))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return ids
+
+
 class VectorField(nn.Module):
     """The right-hand side of a neural ODE, `net` being the learned f(t, h).
 
     Subclasses define `rhs` (the equations, in their docstring) and, where the defaults below do
-    not fit, `coefficients`, `f_channels`, `encode` and `decode`.
+    not fit, `coefficients`, `f_channels`, `encode` and `decode`; a closed-form VJP adds
+    `rhs_forward` and `rhs_backward` (see `closed_form`).
     """
 
     state_size: int = 1
@@ -108,8 +117,8 @@ class VectorField(nn.Module):
         return dim, dim
 
     def coefficients(self) -> Coefficients:
-        """In-graph scalars the equations use, computed from the scalar parameters (once per solve)."""
-        return ()
+        """The values the equations read, computed from the scalar parameters (once per solve)."""
+        return NoCoefficients()
 
     def xi_value(self) -> torch.Tensor | None:
         """xi of the restoring term registered by `register_xi` (None when there is none)."""
@@ -117,62 +126,77 @@ class VectorField(nn.Module):
             return F.softplus(self.xi_logit)
         return self._buffers.get("xi")
 
-    def rhs(self, t: torch.Tensor, state: State, coef: Coefficients) -> State:
+    def rhs(self, t: torch.Tensor, state: State, coef: Any) -> State:
         raise NotImplementedError
 
     def forward(self, t: torch.Tensor, state: State) -> State:
         return self.rhs(t, state, self.coefficients())
 
-    def rhs_forward(self, t: torch.Tensor, state: State, coef: Coefficients) -> tuple[State, Any]:
-        """`rhs` without autograd, plus what `rhs_backward` needs: (F, saved).
+    # -- closed-form VJP -------------------------------------------------------------------------------
+    def rhs_forward(self, t: torch.Tensor, state: State, coef: Any) -> tuple[State, Any]:
+        """`rhs` plus what `rhs_backward` needs: (F, saved)."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form VJP")
 
-        Fields with a closed-form VJP implement this pair; the adjoint then integrates without autograd.
+    def rhs_backward(
+        self, t: torch.Tensor, saved: Any, coef: Any, cotangent: State
+    ) -> tuple[State, list[torch.Tensor], Coefficients]:
+        """The vector-Jacobian products at `rhs_forward`'s point for the cotangent c (shaped like the state):
+        (c . dF/dstate, [c . dF/dp for p in net.parameters()], c . dF/dcoef as the family's coefficient
+        tuple, None where the coefficient is None or does not require grad)."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form VJP")
+
+    def closed_form(self) -> bool:
+        """Whether `rhs_forward` / `rhs_backward` apply: the family implements them, f is the only submodule
+        and has a closed-form VJP itself (`MLPField`), and every gate has a known derivative (families with
+        gates extend this)."""
+        net_closed_form = getattr(self.net, "closed_form", None)
+        return (
+            type(self).rhs_backward is not VectorField.rhs_backward
+            and callable(net_closed_form)
+            and bool(net_closed_form())
+            and len(list(self.children())) == 1
+        )
+
+    # -- binding ---------------------------------------------------------------------------------------
+    def bind(self, coef: Coefficients | None = None, dtype: torch.dtype | None = None) -> BoundField:
+        """This field with fixed coefficients (default: computed now, cast to `dtype`): what a solve integrates.
+
+        Returns a `ClosedFormBoundField` when the closed-form VJP applies to every tensor the equations read.
         """
-        raise NotImplementedError(f"{type(self).__name__} has no closed-form VJP")
-
-    def rhs_backward(self, t: torch.Tensor, saved: Any, coef: Coefficients, cotangent: State
-                     ) -> tuple[State, list[torch.Tensor], tuple[torch.Tensor | None, ...]]:
-        """The vector-Jacobian products at `rhs_forward`'s point, c being `cotangent` (shaped like the state):
-        (c . dF/dstate, [c . dF/dp for p in net.parameters()], c . dF/dcoef per coefficient: None where
-        the coefficient is None or does not require grad)."""
-        raise NotImplementedError(f"{type(self).__name__} has no closed-form VJP")
-
-    def rhs_vjp(self, t: torch.Tensor, state: State, coef: Coefficients, cotangent: State
-                ) -> tuple[State, State, list[torch.Tensor], tuple[torch.Tensor | None, ...]]:
-        """(F, c . dF/dstate, c . dF/dnet, c . dF/dcoef): `rhs_forward` then `rhs_backward`, for the adjoint."""
-        out, saved = self.rhs_forward(t, state, coef)
-        return (out, *self.rhs_backward(t, saved, coef, cotangent))
-
-    def vjp_supported(self) -> bool:
-        """Whether the closed-form pair applies: the class implements it, f (the only submodule) has a
-        closed-form VJP, and the gates are ones with known derivatives (subclasses check theirs)."""
-        net_supported = getattr(self.net, "vjp_supported", None)
-        return (type(self).rhs_backward is not VectorField.rhs_backward and callable(net_supported)
-                and net_supported() and len(list(self.children())) == 1)
-
-    def bind(self, coef: Coefficients | None = None, dtype: torch.dtype | None = None) -> "BoundField":
-        """This field with fixed coefficients (default: computed now, cast to `dtype`): what a solve integrates."""
         coef = self.coefficients() if coef is None else coef
         if dtype is not None:
-            coef = tuple(None if c is None else c.to(dtype) for c in coef)
-        return BoundField(self, coef)
+            coef = type(coef)(*(None if c is None else c.to(dtype) for c in coef))
+        params, direct = self._bound_params(coef)
+        if not direct and self.closed_form():
+            return ClosedFormBoundField(self, coef, params)
+        return BoundField(self, coef, params)
 
-    def adjoint_params(self, coef: Coefficients) -> tuple[torch.Tensor, ...]:
-        """What an adjoint solve of `bind(coef)` differentiates: the network's parameters and `coef`.
+    def _bound_params(self, coef: Coefficients) -> tuple[tuple[torch.Tensor, ...], bool]:
+        """(every tensor `rhs(., ., coef)` reads that may need a gradient, whether any of them is a parameter of
+        this module read directly rather than through `coef`).
 
-        Scalar parameters registered directly on the field reach the equations only through
-        `coef`, so their gradients flow through it; parameters of submodules are used directly.
-        """
+        The coefficients carry the gradients of the parameters they were computed from. Every other
+        parameter (the network's, or a field's own parameter used directly in `rhs`) is differentiated
+        itself, so no parameter loses its gradient under the adjoint."""
+        through_coef = _graph_leaves(coef)
         own = {id(p) for p in self._parameters.values() if p is not None}
-        params = tuple(p for p in self.parameters() if id(p) not in own)
-        return params + tuple(c for c in coef if c is not None and c.requires_grad)
+        params, direct = [], False
+        for p in self.parameters():
+            if id(p) in through_coef:
+                continue
+            params.append(p)
+            direct = direct or (id(p) in own and p.requires_grad)
+        params.extend(c for c in coef if c is not None and c.requires_grad)
+        return tuple(params), direct
 
+    # -- variables -------------------------------------------------------------------------------------
     def encode(self, variables: State, t: torch.Tensor) -> State:
         """Solver state at time t from the model's variables; trailing ones not given start at zero."""
         parts = (variables,) if isinstance(variables, torch.Tensor) else tuple(variables)
         if not 1 <= len(parts) <= self.state_size:
-            raise ValueError(f"{type(self).__name__} has {self.state_size} state variable(s); "
-                             f"got {len(parts)} initial value(s)")
+            raise ValueError(
+                f"{type(self).__name__} has {self.state_size} state variable(s); got {len(parts)} initial value(s)"
+            )
         parts = parts + tuple(torch.zeros_like(parts[0]) for _ in range(self.state_size - len(parts)))
         return parts[0] if self.state_size == 1 else parts
 
@@ -186,48 +210,36 @@ class VectorField(nn.Module):
         return variables if isinstance(variables, torch.Tensor) else variables[0]
 
 
-class BoundField(nn.Module):
+class BoundField(nn.Module, ParametrizedField):
     """A field with its coefficients fixed for one solve: `rhs(t, state, coef)` and nothing else."""
 
-    def __init__(self, field: VectorField, coef: Coefficients) -> None:
+    def __init__(self, field: VectorField, coef: Coefficients, params: tuple[torch.Tensor, ...]) -> None:
         super().__init__()
         self.field = field
         self.coef = coef
         self._rhs = field.rhs
+        self._params = params
         self._gradient_scales: tuple[float, ...] | None = None
-        # fixed for this bind, asked for by every solve of it (an ODE-RNN solves once per observation)
-        self._adjoint_params: tuple[torch.Tensor, ...] | None = None
-        self._vjp_supported: bool | None = None
 
     def forward(self, t: torch.Tensor, state: State) -> State:
         return self._rhs(t, state, self.coef)
 
-    # called without `nn.Module.__call__`'s hook handling: a bound field is made per solve and never hooked,
-    # and the solvers call it on every step (the field's `net` is still called as a module)
+    # A bound field is made per solve and never hooked: the solvers call it without nn.Module's hook
+    # dispatch (its `net` is still called as a module, so hooks there run).
     __call__ = forward
 
     def adjoint_params(self) -> tuple[torch.Tensor, ...]:
-        if self._adjoint_params is None:
-            self._adjoint_params = self.field.adjoint_params(self.coef)
-        return self._adjoint_params
-
-    def vjp_supported(self) -> bool:
-        if self._vjp_supported is None:
-            self._vjp_supported = self.field.vjp_supported()
-        return self._vjp_supported
+        return self._params
 
     def gradient_scales(self) -> tuple[float, ...]:
-        """Per `adjoint_params()` tensor, |d tensor / d raw parameter|: 1 for the network's weights, and for
-        a coefficient (gamma = sigmoid(gamma~), ...) its derivative in the field's own scalar parameter.
-
-        The adjoint integrates coefficient gradients, while torchdiffeq (and the papers' code) integrates
-        the raw parameters' gradients, which are these factors smaller; the adjoint's error control uses
-        them so that both take the same steps. Computed once per bind (one small autograd call per
-        coefficient)."""
+        """1 for a tensor read as it is; for a coefficient (gamma = sigmoid(gamma~), ...) its derivative in the
+        field's own scalar parameter. The adjoint integrates coefficient gradients, while torchdiffeq (and
+        the papers' code) integrates the raw parameters' gradients, which are these factors smaller; the
+        adjoint's error control uses them so that both take the same steps."""
         if self._gradient_scales is None:
             own = [p for p in self.field._parameters.values() if p is not None and p.requires_grad]
             scales = []
-            for p in self.adjoint_params():
+            for p in self._params:
                 if own and p.grad_fn is not None and any(p is c for c in self.coef):
                     grads = torch.autograd.grad(p, own, allow_unused=True, retain_graph=True)
                     scales.append(sum(float(g.abs().sum()) for g in grads if g is not None))
@@ -236,100 +248,13 @@ class BoundField(nn.Module):
             self._gradient_scales = tuple(scales)
         return self._gradient_scales
 
+
+class ClosedFormBoundField(BoundField, ClosedFormField):
+    """A bound field whose family computes its vector-Jacobian product in closed form (`VectorField.rhs_backward`)."""
+
     def vjp(self, t: torch.Tensor, state: State, cotangent: State) -> tuple[State, State, tuple[torch.Tensor, ...]]:
-        """(F, c . dF/dstate, c . dF/dp for p in `adjoint_params()`) without autograd (`VectorField.rhs_vjp`)."""
+        """(F, c . dF/dstate, c . dF/dp for p in `adjoint_params()`) without autograd."""
         out, saved = self.field.rhs_forward(t, state, self.coef)
-        return (out, *self.backward(t, saved, cotangent))
-
-    def backward(self, t: torch.Tensor, saved: Any, cotangent: State) -> tuple[State, tuple[torch.Tensor, ...]]:
-        """(c . dF/dstate, c . dF/dp for p in `adjoint_params()`) at the point `rhs_forward` saved."""
         grad_state, grad_net, grad_coef = self.field.rhs_backward(t, saved, self.coef, cotangent)
-        return grad_state, (*grad_net, *(g for g, c in zip(grad_coef, self.coef) if c is not None and c.requires_grad))
-
-
-class TimeScaledField(nn.Module):
-    """Every sample integrated over its own interval length, in one batched solve.
-
-    Sample i must advance by `dt[i]`. Integrating over the field's span of length L instead, with
-    dy_i/dtau = (dt[i] / L) * F(tau, y_i), reaches the same end state (substitute
-    s = dt[i] * tau / L): the papers' `elem_t` trick, here a stateless wrapper. The inner field sees
-    the span's time tau, not each sample's physical time, exactly as in the papers; for autonomous
-    fields (f ignores t) the result is exact. A sample with dt[i] = 0 stays where it is.
-    """
-
-    def __init__(self, field: Callable[[torch.Tensor, State], State], dt: torch.Tensor, ndim: int,
-                 span_length: float = 1.0) -> None:
-        super().__init__()
-        if dt.ndim != 1:
-            raise ValueError(f"dt must be a 1-D tensor of per-sample intervals, got shape {tuple(dt.shape)}")
-        self.field = field
-        self.scale = (dt / span_length).reshape(-1, *([1] * (ndim - 1)))
-
-    def forward(self, t: torch.Tensor, state: State) -> State:
-        out = self.field(t, state)
-        if isinstance(out, torch.Tensor):
-            return out * self.scale
-        return tuple(d * self.scale for d in out)
-
-    def adjoint_params(self) -> tuple[torch.Tensor, ...]:
-        inner = self.field.adjoint_params() if hasattr(self.field, "adjoint_params") else tuple(self.field.parameters())
-        return inner + ((self.scale,) if self.scale.requires_grad else ())
-
-    def gradient_scales(self) -> tuple[float, ...]:
-        """The inner field's `gradient_scales` (1 for each tensor if it has none), then 1 for the scale."""
-        inner = getattr(self.field, "gradient_scales", None)
-        n_scale = int(self.scale.requires_grad)
-        scales = tuple(inner()) if callable(inner) else (1.0,) * (len(self.adjoint_params()) - n_scale)
-        return scales + (1.0,) * n_scale
-
-    def vjp_supported(self) -> bool:
-        inner = getattr(self.field, "vjp_supported", None)
-        return callable(inner) and inner() and not self.scale.requires_grad
-
-    def vjp(self, t: torch.Tensor, state: State, cotangent: State) -> tuple[State, State, tuple[torch.Tensor, ...]]:
-        """The inner field's `vjp` with cotangent c * scale (d(scale F)/dy = scale dF/dy), its output scaled."""
-        scale = self.scale
-        if isinstance(cotangent, torch.Tensor):
-            out, grad_state, grads = self.field.vjp(t, state, cotangent * scale)
-            return out * scale, grad_state, grads
-        out, grad_state, grads = self.field.vjp(t, state, tuple(c * scale for c in cotangent))
-        return tuple(d * scale for d in out), grad_state, grads
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """A registry entry: everything a task needs to build a model by name.
-
-    field: the `VectorField` class; options: the keyword arguments that make this name (e.g.
-    GHBNODE's gate), defaulting to the paper's MNIST configuration; initializer: the module class
-    building the initial variables from an input, called as initializer(in_channels, dim, hidden,
-    conv=...); presets: named paper configurations (field options, plus "dim" and "hidden" sizes
-    for image presets), data only.
-    """
-
-    name: str
-    field: type[VectorField]
-    initializer: type[nn.Module]
-    summary: str
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    presets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-
-    @property
-    def state_size(self) -> int:
-        return self.field.state_size
-
-    @property
-    def t_span(self) -> tuple[float, float]:
-        return self.field.t_span
-
-    def f_channels(self, dim: int) -> tuple[int, int]:
-        return self.field.f_channels(dim)
-
-    def preset(self, name: str | None) -> dict[str, Any]:
-        """The preset's settings (a copy); {} for None."""
-        if name is None:
-            return {}
-        if name not in self.presets:
-            raise ValueError(f"model {self.name!r} has no preset {name!r}; presets: {sorted(self.presets)}")
-        return dict(self.presets[name])
-
+        grads = (*grad_net, *(g for g, c in zip(grad_coef, self.coef) if c is not None and c.requires_grad))
+        return out, grad_state, grads

@@ -32,6 +32,7 @@ Momentum models (HBNODE, ...) are not offered: their phase-space flow starts fro
 deterministic function of x, a point mass in m, so the change of variables on the full state does
 not give the density of x (that would need m0 as a latent variable and a bound, not an exact NLL).
 """
+
 from __future__ import annotations
 
 import math
@@ -77,7 +78,7 @@ def divergence(f: Tensor, z: Tensor, noise: Tensor | None = None, create_graph: 
         return f.new_zeros(f.shape[0])
 
     def vjp(v: Tensor) -> Tensor:
-        g, = torch.autograd.grad(f, z, v, create_graph=create_graph, retain_graph=True, allow_unused=True)
+        (g,) = torch.autograd.grad(f, z, v, create_graph=create_graph, retain_graph=True, allow_unused=True)
         return torch.zeros_like(z) if g is None else g
 
     if noise is not None:
@@ -125,9 +126,20 @@ class CNF(nn.Module):
         adjoint: gradients by `odeint_adjoint` instead of backprop through the solver.
     """
 
-    def __init__(self, net: nn.Module, dim: int, *, t_end: float = 1.0, trace: str = "exact",
-                 noise: str = "gaussian", method: str | None = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
-                 options: dict | None = None, adjoint: bool = False) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        dim: int,
+        *,
+        t_end: float = 1.0,
+        trace: str = "exact",
+        noise: str = "gaussian",
+        method: str | None = "dopri5",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        options: dict | None = None,
+        adjoint: bool = False,
+    ) -> None:
         super().__init__()
         _check_choice("trace", trace, TRACES)
         _check_choice("noise", noise, NOISES)

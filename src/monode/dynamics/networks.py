@@ -6,20 +6,26 @@ builders share the constructor (in_channels, dim, hidden, *, conv=True) so a reg
 name its builder; conv=False gives the same network on vectors [B, features] (a 1x1 conv is a
 Linear layer, and the 3x3 conv becomes one too).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._derivatives import activation_backward, activation_function
+from ._activations import activation_backward, activation_function
 
 __all__ = ["mlp", "ConvField", "MLPField", "ZeroAugment", "InitialVelocity", "AdamInitialState", "ACTIVATIONS"]
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus,
-                                           "sigmoid": nn.Sigmoid}
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "sigmoid": nn.Sigmoid,
+}
 
 
 def _activation_module(name: str) -> nn.Module:
@@ -76,11 +82,19 @@ class MLPField(nn.Module):
 
         dL/dW = g^T x,   dL/db = sum_batch g,   dL/dx = (g W) * act'(x)   (act' from the saved output),
 
-    which the adjoint solver uses instead of autograd (`vjp_supported`).
+    which the adjoint solver uses instead of autograd (`closed_form`).
     """
 
-    def __init__(self, in_features: int, hidden: int | Sequence[int], out_features: int | None = None, *,
-                 depth: int = 3, activation: str = "tanh", time: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int | Sequence[int],
+        out_features: int | None = None,
+        *,
+        depth: int = 3,
+        activation: str = "tanh",
+        time: bool = False,
+    ) -> None:
         super().__init__()
         out_features = in_features if out_features is None else out_features
         if isinstance(hidden, int):
@@ -95,28 +109,16 @@ class MLPField(nn.Module):
         self._linears = [m for m in self.layers if isinstance(m, nn.Linear)]
         self._act = activation_function(acts[0]) if acts else None
         self._act_backward = activation_backward(acts[0]) if acts else None
-        self._fast = not acts or (self._act is not None and self._act_backward is not None)
+        self._closed_form = not acts or (self._act is not None and self._act_backward is not None)
 
-    accepts_input_scale = True
-    """`forward` takes `input_scale` (fields with h = k x pass k rather than multiplying x first)."""
-
-    def forward(self, t: torch.Tensor, x: torch.Tensor, input_scale: float = 1.0) -> torch.Tensor:
-        """f(t, input_scale * x); a Python-float scale is folded into the first layer's matmul (no extra op)."""
-        if input_scale != 1.0:
-            if self._fast and not self.time and x.dim() == 2:
-                lins, act = self._linears, self._act
-                z = torch.addmm(lins[0].bias, x, lins[0].weight.t(), alpha=input_scale)
-                for lin in lins[1:]:
-                    z = F.linear(act(z), lin.weight, lin.bias)
-                return z
-            x = x * input_scale
-        if not self._fast:
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not self._closed_form:
             return self.layers(torch.cat([x, t.to(x.dtype).expand(x.shape[0], 1)], 1) if self.time else x)
-        return self.forward_saved(t, x)[0]  # the Sequential's work without a module call per layer
+        return self.forward_saved(t, x)[0]
 
-    def vjp_supported(self) -> bool:
-        """Whether `forward_saved`/`vjp` apply (known activation, no hooks replacing layers)."""
-        return self._fast
+    def closed_form(self) -> bool:
+        """Whether `forward_saved` / `vjp` apply (every activation has a known derivative)."""
+        return self._closed_form
 
     def forward_saved(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(f(t, x), the input of every Linear layer) for `vjp`."""
@@ -151,11 +153,16 @@ def _builder_net(in_channels: int, hidden: int, out_channels: int, conv: bool) -
     if not (isinstance(hidden, int) and hidden > 0):
         raise ValueError(f"hidden must be a positive int for a learned initial state, got {hidden!r}")
     if out_channels < 1:
-        raise ValueError(f"the initial-state network would output {out_channels} channels: dim is too small "
-                         f"for in_channels={in_channels}")
+        raise ValueError(
+            f"the initial-state network would output {out_channels} channels: dim is too small "
+            f"for in_channels={in_channels}"
+        )
     if conv:
-        first, middle, last = (nn.Conv2d(in_channels, hidden, 1), nn.Conv2d(hidden, hidden, 3, padding=1),
-                               nn.Conv2d(hidden, out_channels, 1))
+        first, middle, last = (
+            nn.Conv2d(in_channels, hidden, 1),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.Conv2d(hidden, out_channels, 1),
+        )
     else:
         first, middle, last = nn.Linear(in_channels, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, out_channels)
     return nn.Sequential(first, nn.LeakyReLU(0.3), middle, nn.LeakyReLU(0.3), last)
@@ -167,8 +174,9 @@ class ZeroAugment(nn.Module):
     No parameters; `hidden` and `conv` are accepted for the shared builder signature and ignored.
     """
 
-    def __init__(self, in_channels: int, dim: int | None = None, hidden: int | None = None, *,
-                 conv: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, dim: int | None = None, hidden: int | None = None, *, conv: bool = True
+    ) -> None:
         super().__init__()
         dim = in_channels if dim is None else dim
         if dim < in_channels:
@@ -204,7 +212,8 @@ class AdamInitialState(nn.Module):
     layout="moments" (default): as `InitialVelocity` for (h0, m0), and v0 = m0**2, the second moment
     that matches the first (zero variance), so v0 >= 0 as the v-activations expect.
     layout="official": the released code's builder: o has (3*dim - in)/2 channels and [x, o, o**2]
-    is split into three blocks of dim channels (for MNIST, h0 = [x, o0..o3], m0 = [o4..o6, o0**2, o1**2]).
+    is split into three blocks of dim channels (for MNIST, h0 = [x, o0..o3], m_c0 = [o4..o6, o0**2, o1**2]).
+    The released code's momentum m_c is -m (`monode.dynamics.adam`), so m0 = -m_c0.
     """
 
     def __init__(self, in_channels: int, dim: int, hidden: int, *, conv: bool = True, layout: str = "moments") -> None:
@@ -213,8 +222,9 @@ class AdamInitialState(nn.Module):
             out = 2 * dim - in_channels
         elif layout == "official":
             if (3 * dim - in_channels) % 2:
-                raise ValueError(f"layout='official' needs 3*dim - in_channels even, got dim={dim}, "
-                                 f"in_channels={in_channels}")
+                raise ValueError(
+                    f"layout='official' needs 3*dim - in_channels even, got dim={dim}, in_channels={in_channels}"
+                )
             out = (3 * dim - in_channels) // 2
         else:
             raise ValueError(f"layout must be 'moments' or 'official', got {layout!r}")
@@ -224,7 +234,7 @@ class AdamInitialState(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         o = self.net(x)
         if self.layout == "official":
-            h0, m0, v0 = torch.cat([x, o, o * o], 1).split(self.dim, 1)
-            return h0, m0, v0
+            h0, m_c0, v0 = torch.cat([x, o, o * o], 1).split(self.dim, 1)
+            return h0, -m_c0, v0
         h0, m0 = torch.cat([x, o], 1).split(self.dim, 1)
         return h0, m0, m0 * m0

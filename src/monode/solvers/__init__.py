@@ -1,10 +1,27 @@
-"""How an ODE is integrated: `odeint`, `odeint_adjoint`, solver statistics and the method registry."""
-from ._errors import (MaxStepsExceededError, NonFiniteStateError, ODEInputError, ODESolverError,
-                      StepSizeUnderflowError)
-from ._stats import SolverStats, record_stats
+"""How an ODE is integrated: `odeint`, `odeint_adjoint`, solver statistics, the method registry and the
+field contract the adjoint understands."""
 
-from ._registry import METHODS
-from .odeint import odeint, odeint_adjoint
+from ._adjoint import odeint_adjoint
+from ._errors import MaxStepsExceededError, NonFiniteStateError, ODEInputError, ODESolverError, StepSizeUnderflowError
+from ._integrate import odeint
+from ._registry import ADAPTIVE, METHODS
+from ._stats import SolverStats, active_recorders, record_stats, report
+from .fields import ClosedFormField, ParametrizedField
 
-__all__ = ["odeint", "odeint_adjoint", "METHODS", "SolverStats", "record_stats", "ODESolverError",
-           "ODEInputError", "NonFiniteStateError", "StepSizeUnderflowError", "MaxStepsExceededError"]
+__all__ = [
+    "odeint",
+    "odeint_adjoint",
+    "METHODS",
+    "ADAPTIVE",
+    "SolverStats",
+    "record_stats",
+    "active_recorders",
+    "report",
+    "ParametrizedField",
+    "ClosedFormField",
+    "ODESolverError",
+    "ODEInputError",
+    "NonFiniteStateError",
+    "StepSizeUnderflowError",
+    "MaxStepsExceededError",
+]

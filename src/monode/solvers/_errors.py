@@ -1,4 +1,5 @@
 """Exceptions raised by the solvers. Each message names the option at fault and the value received."""
+
 from __future__ import annotations
 
 

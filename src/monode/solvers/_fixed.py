@@ -1,103 +1,128 @@
-"""The loop shared by every fixed-step method: grid construction, stepping, outputs, checks.
+"""The loop shared by every fixed-step method: the grid, stepping, outputs, checks.
 
-A fixed-step method only defines `step(func, t, dt, y, carry) -> (y_next, carry)`: `t` is a 0-d
-tensor (so a compiled step is not re-specialised on every time value), `dt` a Python float and
-`carry` whatever the method keeps between steps (None for one-step methods; the momentum of the
-NAG solver). The grid contains every output time, so outputs are exact grid values (no
-interpolation): each interval [t_i, t_i+1] is cut into ceil(|t_i+1 - t_i| / step_size) equal steps.
+A fixed-step method defines `step(func, t, dt, y, carry) -> (y_next, carry)`: `t` is a 0-d tensor, `dt`
+a Python float (a 0-d tensor under options['compile'], so one graph serves every step size) and `carry`
+whatever the method keeps between steps (None for one-step methods; the NAG solver's velocity). The grid
+contains every output time, so outputs are exact grid values (no interpolation): each interval
+[t_i, t_i+1] is cut into ceil(|t_i+1 - t_i| / step_size) equal steps. The number of steps is counted
+before anything is allocated, and grid points are produced one at a time, so memory is bounded by the
+state, not by the grid.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import torch
 
+from . import _compile
 from ._errors import MaxStepsExceededError, NonFiniteStateError, ODEInputError
+from ._inputs import time_tensor
+from ._rk import rk_step
 from ._stats import SolverStats
 from ._tableau import ButcherTableau
 
 DEFAULT_MAX_NUM_STEPS = 10_000
 
 
+def check_max_num_steps(method: str, value: Any) -> int:
+    if isinstance(value, bool) or not (isinstance(value, int) and value > 0):
+        raise ODEInputError(f"{method}: options['max_num_steps'] must be an int > 0, got {value!r}")
+    return value
+
+
 class FixedStepSolver:
-    """Base class: owns the grid and the loop. Subclasses set `order`, `nfe_per_step` and `step`."""
+    """Base class: owns the grid and the loop. Subclasses set `name`, `order`, `nfe_per_step` and `step`."""
 
     name: ClassVar[str]
     order: ClassVar[int]
     nfe_per_step: ClassVar[int]
     options: ClassVar[tuple[str, ...]] = ("step_size", "grid", "compile", "max_num_steps")
-    _compiled: ClassVar[dict[tuple, Callable[..., Any]]] = {}
 
-    def __init__(self, step_size: float | None = None, grid: Any = None, compile: bool | dict = False,
-                 max_num_steps: int = DEFAULT_MAX_NUM_STEPS) -> None:
+    def __init__(
+        self,
+        step_size: float | None = None,
+        grid: Any = None,
+        compile: bool | dict = False,
+        max_num_steps: int = DEFAULT_MAX_NUM_STEPS,
+    ) -> None:
         if step_size is not None and grid is not None:
             raise ODEInputError(f"{self.name}: pass options step_size or grid, not both")
-        if step_size is not None and not (isinstance(step_size, (int, float)) and step_size > 0):
-            raise ODEInputError(f"{self.name}: options['step_size'] must be a float > 0, got {step_size!r}")
-        if not (isinstance(max_num_steps, int) and max_num_steps > 0):
-            raise ODEInputError(f"{self.name}: options['max_num_steps'] must be an int > 0, got {max_num_steps!r}")
-        self.step_size = step_size
+        if step_size is not None and (
+            isinstance(step_size, bool)
+            or not isinstance(step_size, (int, float))
+            or not (step_size > 0 and math.isfinite(step_size))
+        ):
+            raise ODEInputError(f"{self.name}: options['step_size'] must be a finite float > 0, got {step_size!r}")
+        self.step_size = None if step_size is None else float(step_size)
         self.grid = None if grid is None else [float(v) for v in torch.as_tensor(grid).reshape(-1).tolist()]
-        self.compile = compile
-        self.max_num_steps = max_num_steps
+        self.compile = _compile.check_option(self.name, compile)
+        self.max_num_steps = check_max_num_steps(self.name, max_num_steps)
 
-    def step(self, func: Callable, t: torch.Tensor, dt: float, y: torch.Tensor, carry: Any
-             ) -> tuple[torch.Tensor, Any]:
+    def step(self, func: Callable, t: torch.Tensor, dt: Any, y: torch.Tensor, carry: Any) -> tuple[torch.Tensor, Any]:
         raise NotImplementedError
 
-    def _grid_points(self, times: list[float]) -> list[float]:
-        """All grid points from times[0] to times[-1], every output time included."""
+    def _steps_per_interval(self, times: list[float]) -> list[int]:
+        if self.step_size is None:
+            return [1] * (len(times) - 1)
+        return [max(1, math.ceil(abs(b - a) / self.step_size - 1e-9)) for a, b in zip(times, times[1:])]
+
+    def _grid_points(self, times: list[float]) -> tuple[int, Iterator[float]]:
+        """(the number of steps, the grid points after times[0]) from times[0] to times[-1], every output
+        time included; the count is checked against max_num_steps before any point is made."""
         if self.grid is not None:
             lo, hi = min(times[0], times[-1]), max(times[0], times[-1])
             if min(self.grid) > lo or max(self.grid) < hi:
-                raise ODEInputError(f"{self.name}: options['grid'] must cover t from {times[0]} to {times[-1]}, "
-                                    f"got [{min(self.grid)}, {max(self.grid)}]")
-            inner = [g for g in self.grid if lo < g < hi]
-            return sorted(set(inner) | set(times), reverse=times[-1] < times[0])
-        points = [times[0]]
-        for a, b in zip(times, times[1:]):
-            n = 1 if self.step_size is None else max(1, math.ceil(abs(b - a) / self.step_size - 1e-9))
-            points.extend(a + (b - a) * (i / n) for i in range(1, n))
-            points.append(b)
-        return points
+                raise ODEInputError(
+                    f"{self.name}: options['grid'] must cover t from {times[0]} to {times[-1]}, "
+                    f"got [{min(self.grid)}, {max(self.grid)}]"
+                )
+            points = sorted(set(g for g in self.grid if lo < g < hi) | set(times), reverse=times[-1] < times[0])
+            count, iterator = len(points) - 1, iter(points[1:])
+        else:
+            per_interval = self._steps_per_interval(times)
+            count = sum(per_interval)
+            iterator = (
+                a + (b - a) * (i / n) if i < n else b
+                for a, b, n in zip(times, times[1:], per_interval)
+                for i in range(1, n + 1)
+            )
+        if count > self.max_num_steps:
+            raise MaxStepsExceededError(
+                f"{self.name}: the grid needs {count} steps, more than options['max_num_steps']="
+                f"{self.max_num_steps}; raise max_num_steps or increase step_size (got {self.step_size})"
+            )
+        return count, iterator
 
-    def compile_key(self) -> tuple:
-        """The hyperparameters `step` reads from self (a compiled step is shared per method and key)."""
-        return ()
-
-    def _step_fn(self) -> Callable[..., Any]:
-        if not self.compile:
-            return self.step
-        key = (type(self), self.compile_key(), repr(self.compile))
-        if key not in FixedStepSolver._compiled:  # compiled once, bound to this first instance, reused by every call
-            kwargs = self.compile if isinstance(self.compile, dict) else {}
-            FixedStepSolver._compiled[key] = torch.compile(self.step, **kwargs)
-        return FixedStepSolver._compiled[key]
+    def _step(self, func: Callable, t: float, dt: float, y: torch.Tensor, carry: Any) -> tuple[torch.Tensor, Any]:
+        """`step` from the float time t, compiled when options['compile'] is set."""
+        if self.compile:
+            t_tensor, dt_tensor = time_tensor([t, dt], y).unbind()
+            out = _compile.call(self, "step", y.device, func, t_tensor, dt_tensor, y, carry)
+            if out is not None:
+                return out
+        return self.step(func, time_tensor([t], y)[0], dt, y, carry)
 
     def integrate(self, func: Callable, y0: torch.Tensor, times: list[float]) -> tuple[torch.Tensor, SolverStats]:
         """Solve from times[0]; return the states at `times` stacked on dim 0, and the counts."""
-        points = self._grid_points(times)
-        n_steps = len(points) - 1
-        if n_steps > self.max_num_steps:
-            raise MaxStepsExceededError(
-                f"{self.name}: the grid needs {n_steps} steps, more than options['max_num_steps']="
-                f"{self.max_num_steps}; raise max_num_steps or increase step_size")
-        ts = torch.tensor(points, dtype=y0.dtype, device=y0.device)
-        step = self._step_fn()
+        n_steps, points = self._grid_points(times)
         outputs, out_index = [y0], 1
-        y, carry = y0, None
-        for i in range(n_steps):
-            y, carry = step(func, ts[i], points[i + 1] - points[i], y, carry)
-            if out_index < len(times) and points[i + 1] == times[out_index]:
+        t, y, carry = times[0], y0, None
+        for t_next in points:
+            y, carry = self._step(func, t, t_next - t, y, carry)
+            t = t_next
+            if out_index < len(times) and t == times[out_index]:
                 if not bool(torch.isfinite(y).all()):
-                    raise NonFiniteStateError(f"{self.name}: the state became NaN/Inf between t={times[out_index - 1]} "
-                                              f"and t={times[out_index]}; reduce options['step_size'] "
-                                              f"(got {self.step_size}) or check the vector field")
+                    raise NonFiniteStateError(
+                        f"{self.name}: the state became NaN/Inf between t={times[out_index - 1]} "
+                        f"and t={times[out_index]}; reduce options['step_size'] "
+                        f"(got {self.step_size}) or check the vector field"
+                    )
                 outputs.append(y)
                 out_index += 1
-        stats = SolverStats(forward_nfe=self.nfe_per_step * n_steps, forward_steps=n_steps)
-        return torch.stack(outputs), stats
+        return torch.stack(outputs), SolverStats(forward_nfe=self.nfe_per_step * n_steps, forward_steps=n_steps)
 
 
 class ExplicitRungeKutta(FixedStepSolver):
@@ -111,18 +136,5 @@ class ExplicitRungeKutta(FixedStepSolver):
             cls.order = cls.tableau.order
             cls.nfe_per_step = cls.tableau.stages
 
-    def step(self, func: Callable, t: torch.Tensor, dt: float, y: torch.Tensor, carry: Any
-             ) -> tuple[torch.Tensor, Any]:
-        tab = self.tableau
-        ks: list[torch.Tensor] = []
-        for c_j, a_j in zip(tab.c, tab.a):
-            y_j = y
-            for a_ji, k_i in zip(a_j, ks):
-                if a_ji != 0.0:
-                    y_j = torch.add(y_j, k_i, alpha=a_ji * dt)
-            ks.append(func(t + c_j * dt if c_j != 0.0 else t, y_j))
-        y_next = y
-        for b_j, k_j in zip(tab.b, ks):
-            if b_j != 0.0:
-                y_next = torch.add(y_next, k_j, alpha=b_j * dt)
-        return y_next, None
+    def step(self, func: Callable, t: torch.Tensor, dt: Any, y: torch.Tensor, carry: Any) -> tuple[torch.Tensor, Any]:
+        return rk_step(func, self.tableau, t, dt, y, func(t, y))[0], None

@@ -5,12 +5,14 @@ A tuple state (h, m, ...) is flattened into one 1-D tensor so every solver sees 
 The error norm is the max over "segments" of the RMS of the scaled error: one segment per tuple
 component (torchdiffeq's mixed norm), or the whole tensor.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -110,8 +112,10 @@ def check_times(t: Any) -> tuple[torch.Tensor, list[float]]:
     if not t.is_floating_point():
         raise ODEInputError(f"t must have a floating dtype, got {t.dtype}")
     if t.requires_grad:
-        raise ODEInputError("t.requires_grad=True is not supported: gradients with respect to the time "
-                            "grid are not computed by monode; pass t.detach()")
+        raise ODEInputError(
+            "t.requires_grad=True is not supported: gradients with respect to the time "
+            "grid are not computed by monode; pass t.detach()"
+        )
     times = t.tolist()
     if not all(math.isfinite(v) for v in times):
         raise ODEInputError(f"t must be finite, got {times}")
@@ -119,8 +123,10 @@ def check_times(t: Any) -> tuple[torch.Tensor, list[float]]:
         diffs = [b - a for a, b in zip(times, times[1:])]
         if not (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)):
             i = next(i for i, d in enumerate(diffs) if (d <= 0) != (diffs[0] <= 0) or d == 0)
-            raise ODEInputError(f"t must be strictly increasing or strictly decreasing, but t[{i}]={times[i]} "
-                                f"and t[{i + 1}]={times[i + 1]}")
+            raise ODEInputError(
+                f"t must be strictly increasing or strictly decreasing, but t[{i}]={times[i]} "
+                f"and t[{i + 1}]={times[i + 1]}"
+            )
     return t, times
 
 
@@ -149,8 +155,10 @@ def prepare(func: Func, y0: Any, t: Any) -> Problem:
         if not p.is_floating_point():
             raise ODEInputError(f"{name} must have a floating dtype, got {p.dtype}")
         if p.dtype != parts[0].dtype or p.device != parts[0].device:
-            raise ODEInputError(f"all state tensors must share dtype and device: {name} is {p.dtype} on "
-                                f"{p.device}, y0[0] is {parts[0].dtype} on {parts[0].device}")
+            raise ODEInputError(
+                f"all state tensors must share dtype and device: {name} is {p.dtype} on "
+                f"{p.device}, y0[0] is {parts[0].dtype} on {parts[0].device}"
+            )
     flat = torch.cat([p.reshape(-1) for p in parts]) if isinstance(y0, tuple) else y0
     if not bool(torch.isfinite(flat).all()):  # one check (one host sync) for the whole state
         i = next(i for i, p in enumerate(parts) if not bool(torch.isfinite(p).all()))
@@ -177,8 +185,11 @@ def segment_rms_max(x: torch.Tensor, segments: Sequence[tuple[int, int]] | None)
     if segments is None or len(segments) == 1:
         return torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
     sizes = [b - a for a, b in segments]
-    tiled = segments[0][0] == 0 and segments[-1][1] == x.numel() and all(
-        a == b for (_, b), (a, _) in zip(segments, segments[1:]))
+    tiled = (
+        segments[0][0] == 0
+        and segments[-1][1] == x.numel()
+        and all(a == b for (_, b), (a, _) in zip(segments, segments[1:]))
+    )
     if tiled and min(sizes) > 0 and not torch.compiler.is_compiling():
         if len(set(sizes)) == 1:
             return (torch.linalg.vector_norm(x.view(len(segments), sizes[0]), dim=1) / math.sqrt(sizes[0])).max()
@@ -195,3 +206,12 @@ def _inverse_sqrt_sizes(sizes: tuple[int, ...], dtype: torch.dtype, device: torc
 def time_tensor(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
     """The times handed to func: a tensor of the state's dtype on its device."""
     return torch.tensor(values, dtype=like.dtype, device=like.device)
+
+
+def check_options(options: Any, name: str = "options") -> dict:
+    """`options` as a dict ({} for None); anything else is an error naming the argument."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ODEInputError(f"{name} must be a dict or None, got {type(options).__name__}: {options!r}")
+    return options

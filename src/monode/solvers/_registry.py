@@ -1,4 +1,5 @@
 """Name -> solver class. A new method is one file plus one line here."""
+
 from .bosh3 import Bosh3
 from .dopri5 import Dopri5
 from .euler import Euler

@@ -9,12 +9,13 @@ counts are added when the backward actually runs, to the recorders that were act
         y[-1].sum().backward()
     stats.forward_nfe, stats.backward_nfe
 """
+
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["SolverStats", "record_stats"]
 
@@ -40,7 +41,7 @@ class SolverStats:
         for field in dataclasses.fields(self):
             setattr(self, field.name, 0)
 
-    def add(self, other: "SolverStats") -> None:
+    def add(self, other: SolverStats) -> None:
         for field in dataclasses.fields(self):
             setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
@@ -69,8 +70,7 @@ def active_recorders() -> tuple[SolverStats, ...]:
     return _RECORDERS.get()
 
 
-def report(recorders: tuple[SolverStats, ...], *, backward: bool, nfe: int, steps: int,
-           rejected: int = 0) -> None:
+def report(recorders: tuple[SolverStats, ...], *, backward: bool, nfe: int, steps: int, rejected: int = 0) -> None:
     """Add one solve's counts to `recorders` (forward or backward side)."""
     side = "backward" if backward else "forward"
     for rec in recorders:

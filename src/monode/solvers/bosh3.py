@@ -1,6 +1,7 @@
 """Bogacki-Shampine 3(2) (`bosh3`): order 3 with an embedded order-2 estimate, 4 stages with
 first-same-as-last (3 NFE per attempted step); cubic Hermite dense output.
 Reference: Bogacki & Shampine (1989)."""
+
 from ._adaptive import AdaptiveRungeKutta
 from ._tableau import ButcherTableau
 

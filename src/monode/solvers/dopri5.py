@@ -1,6 +1,7 @@
 """Dormand-Prince 5(4) (`dopri5`, the default): order 5 with an embedded order-4 error estimate,
 7 stages with first-same-as-last, so 6 NFE per attempted step; quartic dense output with
 Shampine's mid-point weights. Reference: Dormand & Prince (1980); Shampine (1986) for c_mid."""
+
 from ._adaptive import AdaptiveRungeKutta
 from ._tableau import ButcherTableau
 
@@ -22,8 +23,15 @@ DOPRI5 = ButcherTableau(
     ),
     b=_B + (0.0,),
     b_error=tuple(b - bh for b, bh in zip(_B + (0.0,), _B_HAT)),
-    c_mid=(6025192743 / 30085553152 / 2, 0.0, 51252292925 / 65400821598 / 2, -2691868925 / 45128329728 / 2,
-           187940372067 / 1594534317056 / 2, -1776094331 / 19743644256 / 2, 11237099 / 235043384 / 2),
+    c_mid=(
+        6025192743 / 30085553152 / 2,
+        0.0,
+        51252292925 / 65400821598 / 2,
+        -2691868925 / 45128329728 / 2,
+        187940372067 / 1594534317056 / 2,
+        -1776094331 / 19743644256 / 2,
+        11237099 / 235043384 / 2,
+    ),
     order=5,
     fsal=True,
 )

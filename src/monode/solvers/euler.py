@@ -1,4 +1,5 @@
 """Forward Euler: y_{n+1} = y_n + dt f(t_n, y_n). Order 1, 1 NFE per step."""
+
 from ._fixed import ExplicitRungeKutta
 from ._tableau import ButcherTableau
 

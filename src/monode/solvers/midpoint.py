@@ -1,4 +1,5 @@
 """Explicit midpoint: y_{n+1} = y_n + dt f(t_n + dt/2, y_n + dt/2 f(t_n, y_n)). Order 2, 2 NFE per step."""
+
 from ._fixed import ExplicitRungeKutta
 from ._tableau import ButcherTableau
 

@@ -1,4 +1,4 @@
-r"""NAG: the first-order fixed-step solver from Nesterov's accelerated gradient (Akhtar, 2023).
+r"""NAG: the first-order fixed-step solver from Nesterov's accelerated gradient.
 
 Derivation. Nesterov's method for min F with step s and momentum mu reads
     y_n = x_n + mu (x_n - x_{n-1}),    x_{n+1} = y_n - s grad F(y_n).
@@ -36,15 +36,21 @@ the error constant grows as (1 - mu + 2 mu^2) / (2 (1 - mu)). Default: mu = 1/2,
 momentum whose error constant is at most twice Euler's (exactly 1.0 vs 0.5): real interval [-3, 0],
 region area 1.75x Euler's. `benchmarks/nag_stability.py` prints this table and plots the regions
 against Euler's. Pass options=dict(momentum=...) to choose another point.
+
+Reference: Akhtar (2023), On tuning neural ODE for stability, consistency and faster convergence,
+arXiv:2312.01657. The derivation above is this library's (the paper's update rule was not available).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from ._errors import ODEInputError
 from ._fixed import FixedStepSolver
+from ._rk import axpy
 
 
 class NAG(FixedStepSolver):
@@ -58,19 +64,16 @@ class NAG(FixedStepSolver):
     def __init__(self, momentum: float = 0.5, **options: Any) -> None:
         super().__init__(**options)
         if not (isinstance(momentum, (int, float)) and -1.0 < momentum < 1.0):
-            raise ODEInputError(f"nag: options['momentum'] must satisfy |momentum| < 1 (zero-stability), "
-                                f"got {momentum!r}")
+            raise ODEInputError(
+                f"nag: options['momentum'] must satisfy |momentum| < 1 (zero-stability), got {momentum!r}"
+            )
         self.momentum = float(momentum)
 
-    def compile_key(self) -> tuple:
-        return (self.momentum,)
-
-    def step(self, func: Callable, t: torch.Tensor, dt: float, y: torch.Tensor, carry: Any
-             ) -> tuple[torch.Tensor, Any]:
+    def step(self, func: Callable, t: torch.Tensor, dt: Any, y: torch.Tensor, carry: Any) -> tuple[torch.Tensor, Any]:
         if carry is None:  # starter: one forward Euler step, v_1 = f(t_0, x_0)
             v = func(t, y)
         else:
             mu = self.momentum
-            look_ahead = func(t + mu * dt, torch.add(y, carry, alpha=mu * dt))
+            look_ahead = func(t + mu * dt, axpy(y, carry, mu * dt))
             v = torch.lerp(look_ahead, carry, mu)  # mu v + (1 - mu) f
-        return torch.add(y, v, alpha=dt), v
+        return axpy(y, v, dt), v

@@ -1,4 +1,5 @@
 """Classical Runge-Kutta: order 4, 4 NFE per step."""
+
 from ._fixed import ExplicitRungeKutta
 from ._tableau import ButcherTableau
 

@@ -26,10 +26,11 @@ adjoint, except that t enters f as one input feature (FFJORD: concatsquash layer
 4 000 samples) trains in about two minutes on one CPU thread. Fixed-step methods (euler, midpoint,
 rk4, nag) step by `step_size` (default 0.05: 10 steps over T).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -38,13 +39,15 @@ from ..data import TOY2D, sample_toy2d
 from ..dynamics import MLPField
 from ..dynamics.cnf import CNF
 from ..solvers import METHODS
-from ._base import BenchmarkTask, RunOptions
+from ._base import BenchmarkTask
+from ._settings import RunSettings, solver_keywords
 
 PLOT_LIMIT = 4.0  # the toy densities live in [-4, 4]^2
 
 
-def log_density_grid(log_prob: Callable[[Tensor], Tensor], limit: float = PLOT_LIMIT, size: int = 100,
-                     batch: int = 2500) -> tuple[Tensor, Tensor]:
+def log_density_grid(
+    log_prob: Callable[[Tensor], Tensor], limit: float = PLOT_LIMIT, size: int = 100, batch: int = 2500
+) -> tuple[Tensor, Tensor]:
     """log p on the size x size grid of cell centres of [-limit, limit]^2, evaluated in chunks of `batch`.
 
     Returns (points [size, size, 2], log p [size, size]); row i has y = points[i, :, 1] (image order
@@ -68,61 +71,96 @@ class Density(BenchmarkTask):
     presets = {
         # FFJORD train_toy.py: dims 64-64-64, tanh, T = 0.5, brute-force trace, dopri5 1e-5, Adam 1e-3,
         # wd 1e-5, batch 100, 10 000 iterations (fresh samples there; 10 passes over 100 000 here)
-        "paper": dict(epochs=10, lr=1e-3, weight_decay=1e-5, batch_size=100, method="dopri5", rtol=1e-5,
-                      atol=1e-5, step_size=0.05, adjoint=True, dataset="8gaussians", trace="exact",
-                      noise="gaussian", n_train=100_000, n_eval=10_000, hidden=64, depth=4, t_end=0.5,
-                      eval_method="dopri5", eval_tol=1e-5, grid_size=200, n_plot=20_000),
+        "paper": dict(
+            epochs=10,
+            lr=1e-3,
+            weight_decay=1e-5,
+            batch_size=100,
+            method="dopri5",
+            rtol=1e-5,
+            atol=1e-5,
+            step_size=0.05,
+            adjoint=True,
+            dataset="8gaussians",
+            trace="exact",
+            noise="gaussian",
+            n_train=100_000,
+            n_eval=10_000,
+            hidden=64,
+            depth=4,
+            t_end=0.5,
+            eval_method="dopri5",
+            eval_tol=1e-5,
+            grid_size=200,
+            n_plot=20_000,
+        ),
         # a few minutes on one CPU thread
-        "quick": dict(epochs=30, lr=3e-3, weight_decay=0.0, batch_size=200, method="dopri5", rtol=1e-3, atol=1e-3,
-                      step_size=0.05, adjoint=False, dataset="8gaussians", trace="exact", noise="gaussian",
-                      n_train=4000, n_eval=2000, hidden=64, depth=4, t_end=0.5, eval_method="dopri5", eval_tol=1e-5,
-                      grid_size=100, n_plot=4000),
+        "quick": dict(
+            epochs=30,
+            lr=3e-3,
+            weight_decay=0.0,
+            batch_size=200,
+            method="dopri5",
+            rtol=1e-3,
+            atol=1e-3,
+            step_size=0.05,
+            adjoint=False,
+            dataset="8gaussians",
+            trace="exact",
+            noise="gaussian",
+            n_train=4000,
+            n_eval=2000,
+            hidden=64,
+            depth=4,
+            t_end=0.5,
+            eval_method="dopri5",
+            eval_tol=1e-5,
+            grid_size=100,
+            n_plot=4000,
+        ),
     }
 
-    def flow(self, opts: RunOptions, s: dict[str, Any]) -> CNF:
+    def flow(self, s: RunSettings) -> CNF:
         """The CNF of settings `s`: f = MLPField(2, hidden, depth, tanh, time), the solver of the run."""
         net = MLPField(2, int(s["hidden"]), depth=int(s["depth"]), activation="tanh", time=True)
-        solver = _solver(s["method"], s["rtol"], s["atol"], s["step_size"], opts.solver_options(s))
-        return CNF(net, dim=2, t_end=float(s["t_end"]), trace=s["trace"], noise=s["noise"], adjoint=s["adjoint"],
-                   **solver)
+        return CNF(net, dim=2, t_end=float(s["t_end"]), trace=s["trace"], noise=s["noise"], **s.solver())
 
-    def build(self, opts: RunOptions, s: dict[str, Any]) -> "_DensityTask":
+    def build(self, s: RunSettings) -> _DensityTask:
         if s["dataset"] not in TOY2D:
             raise ValueError(f"--set dataset={s['dataset']!r} is not a 2-D toy density; choose one of {sorted(TOY2D)}")
         if s["eval_method"] not in METHODS:
-            raise ValueError(f"--set eval_method={s['eval_method']!r} is not a monode solver; choose one of "
-                             f"{sorted(METHODS)}")
+            raise ValueError(
+                f"--set eval_method={s['eval_method']!r} is not a monode solver; choose one of {sorted(METHODS)}"
+            )
         n_train = s.get("subset") or s["n_train"]
-        train = sample_toy2d(s["dataset"], int(n_train), seed=1000 + opts.seed)
-        test = sample_toy2d(s["dataset"], int(s["n_eval"]), seed=2000 + opts.seed)
-        return _DensityTask(self.flow(opts, s), train, test, _eval_solver(s))
+        train = sample_toy2d(s["dataset"], int(n_train), seed=1000 + s.seed)
+        test = sample_toy2d(s["dataset"], int(s["n_eval"]), seed=2000 + s.seed)
+        return _DensityTask(self.flow(s), train, test, _eval_solver(s))
 
-    def after_training(self, task: "_DensityTask", opts: RunOptions, s: dict[str, Any], out: Path,
-                       rows: list[dict[str, float]]) -> None:
+    def after_training(
+        self,
+        task: _DensityTask,
+        s: RunSettings,
+        out: Path,  # type: ignore[override]
+        rows: list[dict[str, float]],
+    ) -> None:
         """Write <out>/density.png: data, learned density and samples of the trained flow."""
         flow = task.model.eval()
-        data = sample_toy2d(s["dataset"], int(s["n_plot"]), seed=3000 + opts.seed)
+        data = sample_toy2d(s["dataset"], int(s["n_plot"]), seed=3000 + s.seed)
         solver = _eval_solver(s)
         with torch.no_grad():
-            samples = flow.sample(int(s["n_plot"]), torch.Generator().manual_seed(4000 + opts.seed), solver).cpu()
-        _, logp = log_density_grid(lambda x: flow.log_prob(x.to(opts.device), "exact", solver),
-                                   size=int(s["grid_size"]))
+            samples = flow.sample(int(s["n_plot"]), torch.Generator().manual_seed(4000 + s.seed), solver).cpu()
+        _, logp = log_density_grid(lambda x: flow.log_prob(x.to(s.device), "exact", solver), size=int(s["grid_size"]))
         nll = rows[-1].get("eval_nll") if rows else None
         title = f"{s['dataset']}: CNF trained with {s['method']}" + (
-            "" if nll is None else f", held-out NLL {nll:.3f} (evaluated with {s['eval_method']})")
+            "" if nll is None else f", held-out NLL {nll:.3f} (evaluated with {s['eval_method']})"
+        )
         _plot_density(out / "density.png", data, logp, samples, title)
 
 
-def _solver(method: str, rtol: float, atol: float, step_size: float, adaptive_options: dict | None = None) -> dict:
-    """CNF solver settings: fixed-step methods step by `step_size`, adaptive ones get `adaptive_options`."""
-    fixed_step = "step_size" in getattr(METHODS.get(method), "options", ())
-    options = dict(step_size=step_size) if fixed_step else adaptive_options
-    return dict(method=method, rtol=rtol, atol=atol, options=options)
-
-
-def _eval_solver(s: dict[str, Any]) -> dict:
+def _eval_solver(s: RunSettings) -> dict:
     """The reference solver of held-out NLL, density grid and samples."""
-    return _solver(s["eval_method"], s["eval_tol"], s["eval_tol"], s["step_size"])
+    return solver_keywords(s["eval_method"], s["eval_tol"], s["eval_tol"], step_size=s["step_size"])
 
 
 def _plot_density(path: Path, data: Tensor, logp: Tensor, samples: Tensor, title: str) -> None:

@@ -10,39 +10,53 @@ Presets: "paper" is the HBNODE paper's protocol (MNIST: batch 64, lr 5e-4, 40 ep
 dopri5 tol 1e-4; CIFAR-10: batch 256, lr 1e-3 with StepLR(1000 iterations, 0.95), clip 1, tol 1e-3,
 40 epochs); "quick" trains on a subset for a few epochs so a CPU run takes minutes.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
 from ..data import load_cifar10, load_mnist
 from ..dynamics import MODELS
 from ..layers import image_classifier
-from ._base import BenchmarkTask, RunOptions, ScoredTask
+from ._base import BenchmarkTask, ScoredTask
+from ._settings import RunSettings
 
 Loader = Callable[..., tuple[Tensor, Tensor]]
 
 
 class ImageClassification(BenchmarkTask):
-    """One image benchmark: its loader, image geometry and the model preset ("mnist" or "cifar")."""
+    """One image benchmark: its loader and image geometry (models use their preset named after the task)."""
 
     models = tuple(MODELS) + ("resnet",)
     metric = "accuracy"
 
-    def __init__(self, name: str, summary: str, loader: Loader, model_preset: str, in_channels: int,
-                 image_size: int, presets: dict[str, dict[str, Any]]) -> None:
-        self.name, self.summary, self.presets = name, summary, presets
-        self.loader, self.model_preset = loader, model_preset
+    def __init__(
+        self,
+        name: str,
+        summary: str,
+        loader: Loader,
+        in_channels: int,
+        image_size: int,
+        presets: dict[str, dict[str, Any]],
+    ) -> None:
+        self.name, self.summary, self.presets = name, summary, presets  # type: ignore[misc]
+        self.loader = loader
         self.in_channels, self.image_size = in_channels, image_size
 
-    def build(self, opts: RunOptions, s: dict[str, Any]) -> ScoredTask:
-        train = self.loader(opts.data_dir, "train", subset=s.get("subset"))
-        test = self.loader(opts.data_dir, "test", subset=s.get("test_subset"))
-        model = image_classifier(opts.model, self.model_preset, in_channels=self.in_channels,
-                                 image_size=self.image_size, resnet_depth=int(s["resnet_depth"]),
-                                 method=s["method"], rtol=s["rtol"], atol=s["atol"],
-                                 options=opts.solver_options(s), adjoint=s["adjoint"])
+    def build(self, s: RunSettings) -> ScoredTask:
+        train = self.loader(s.data_dir, "train", subset=s.get("subset"))
+        test = self.loader(s.data_dir, "test", subset=s.get("test_subset"))
+        model = image_classifier(
+            s.model,
+            self.name,
+            in_channels=self.in_channels,
+            image_size=self.image_size,
+            resnet_depth=int(s["resnet_depth"]),
+            **s.solver(),
+        )
         return ScoredTask(model, train, test, _score)
 
 
@@ -56,21 +70,61 @@ def _score(model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[st
 _SOLVER = dict(method="dopri5", adjoint=True, resnet_depth=10)
 
 MNIST = ImageClassification(
-    "mnist", "MNIST digits (IDX files, --data-dir): accuracy vs forward/backward NFE and time",
-    load_mnist, "mnist", in_channels=1, image_size=28, presets={
-        "paper": dict(_SOLVER, epochs=40, lr=5e-4, batch_size=64, grad_clip=10.0, rtol=1e-4, atol=1e-4,
-                      subset=None, test_subset=None),
-        "quick": dict(_SOLVER, epochs=3, lr=1e-3, batch_size=64, grad_clip=10.0, rtol=1e-3, atol=1e-3,
-                      subset=2048, test_subset=1000),
-    })
+    "mnist",
+    "MNIST digits (IDX files, --data-dir): accuracy vs forward/backward NFE and time",
+    load_mnist,
+    in_channels=1,
+    image_size=28,
+    presets={
+        "paper": dict(
+            _SOLVER,
+            epochs=40,
+            lr=5e-4,
+            batch_size=64,
+            grad_clip=10.0,
+            rtol=1e-4,
+            atol=1e-4,
+            subset=None,
+            test_subset=None,
+        ),
+        "quick": dict(
+            _SOLVER,
+            epochs=3,
+            lr=1e-3,
+            batch_size=64,
+            grad_clip=10.0,
+            rtol=1e-3,
+            atol=1e-3,
+            subset=2048,
+            test_subset=1000,
+        ),
+    },
+)
 
 CIFAR10 = ImageClassification(
-    "cifar10", "CIFAR-10 (python batches, --data-dir): accuracy vs forward/backward NFE and time",
-    load_cifar10, "cifar", in_channels=3, image_size=32, presets={
-        "paper": dict(_SOLVER, epochs=40, lr=1e-3, lr_step=(1000, 0.95), batch_size=256, grad_clip=1.0,
-                      rtol=1e-3, atol=1e-3, eval_every=2, subset=None, test_subset=None),
-        "quick": dict(_SOLVER, epochs=2, lr=1e-3, batch_size=64, grad_clip=1.0, rtol=1e-3, atol=1e-3,
-                      subset=1024, test_subset=500),
-    })
+    "cifar10",
+    "CIFAR-10 (python batches, --data-dir): accuracy vs forward/backward NFE and time",
+    load_cifar10,
+    in_channels=3,
+    image_size=32,
+    presets={
+        "paper": dict(
+            _SOLVER,
+            epochs=40,
+            lr=1e-3,
+            lr_step=(1000, 0.95),
+            batch_size=256,
+            grad_clip=1.0,
+            rtol=1e-3,
+            atol=1e-3,
+            eval_every=2,
+            subset=None,
+            test_subset=None,
+        ),
+        "quick": dict(
+            _SOLVER, epochs=2, lr=1e-3, batch_size=64, grad_clip=1.0, rtol=1e-3, atol=1e-3, subset=1024, test_subset=500
+        ),
+    },
+)
 
 __all__ = ["ImageClassification", "MNIST", "CIFAR10"]

@@ -11,10 +11,10 @@ Loss (the official `trainpv`): 0.1 (MSE(prediction, y) + MSE(reconstruction, x))
 the forecast being the 8 samples from the last observation on at unit gaps (forecast[0] is the last
 one-step prediction). The headline metric is the forecast MSE on the test split.
 
-Sizes per model reproduce the HBNODE repo's parameter counts (papers.md §7.1): NODE 15,986, ANODE
-16,730, SONODE 16,649, HBNODE/GHBNODE 16,127. Models without an official PV script: (G)NesterovNODE
-use the HB sizes, AdamNODE hidden 14 (16,331 parameters).
-"""
+Sizes per model reproduce the parameter counts of the HBNODE authors' released scripts (Xia et al. 2021,
+arXiv:2110.04840): NODE 15,986, ANODE 16,730, SONODE 16,649, HBNODE/GHBNODE 16,127. Models without an official PV
+script: (G)NesterovNODE use the HB sizes, AdamNODE hidden 14 (16,331 parameters)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from ..data import load_plane_vibration, plane_vibration_windows
 from ..dynamics import MODELS
-from ._base import BenchmarkTask, RunOptions, Score, ScoredTask
+from ._base import BenchmarkTask, Score, ScoredTask
+from ._settings import RunSettings
 from .sequences import SequenceModel, SequenceSizes, build_sequence_model, shrink_parameters, split_tensors
 
 FORECAST, FEATURES = 8, 5
@@ -40,15 +41,23 @@ DEFAULT_SIZES = SequenceSizes(20, f_widths=(20, 20), encoder="window")  # HBNODE
 def build_pv_model(name: str, *, seq_len: int = 64, pre_shrink: float = 0.01, **solver: Any) -> SequenceModel:
     """Model `name`'s plane-vibration ODE-RNN, every parameter multiplied by `pre_shrink`.
     solver: `ODERNN` keywords (method, rtol, atol, adjoint, ...)."""
-    model = build_sequence_model(name, "pv", SIZES.get(name, DEFAULT_SIZES), features=FEATURES, seq_len=seq_len,
-                                 cell="linear", f_activation="relu", **solver)
+    model = build_sequence_model(
+        name,
+        "plane-vibration",
+        SIZES.get(name, DEFAULT_SIZES),
+        features=FEATURES,
+        seq_len=seq_len,
+        cell="linear",
+        f_activation="relu",
+        **solver,
+    )
     shrink_parameters(model, pre_shrink)
     return model
 
 
 def pv_score(recon_weight: float) -> Score:
     """The official loss: recon_weight (one-step MSE + reconstruction MSE) + forecast MSE (mean over the
-    8 steps; the official log keeps the per-step vector, whose mean papers.md 7.2 quotes as test MSE)."""
+    8 steps; the official log keeps the per-step vector, whose mean is the test MSE reported)."""
 
     def score(model: SequenceModel, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
         x, dt, y, target = batch
@@ -71,23 +80,50 @@ class PlaneVibration(BenchmarkTask):
     presets = {
         # HBNODE protocol (trainpv.py): dopri5 rtol = atol = 1e-7 with the adjoint, batch 64, 500 epochs,
         # Adam {0: 1e-3, 50: 1e-4}, clip 1, pre_shrink 0.01, evaluation every epoch
-        "paper": dict(epochs=500, lr=1e-3, lr_milestones={0: 1e-3, 50: 1e-4}, batch_size=64, method="dopri5",
-                      rtol=1e-7, atol=1e-7, adjoint=True, grad_clip=1.0, pre_shrink=0.01, recon_weight=0.1,
-                      eval_split="test", seq_len=64, max_batches=None, compile=True),
+        "paper": dict(
+            epochs=500,
+            lr=1e-3,
+            lr_milestones={0: 1e-3, 50: 1e-4},
+            batch_size=64,
+            method="dopri5",
+            rtol=1e-7,
+            atol=1e-7,
+            adjoint=True,
+            grad_clip=1.0,
+            pre_shrink=0.01,
+            recon_weight=0.1,
+            eval_split="test",
+            seq_len=64,
+            max_batches=None,
+            compile=True,
+        ),
         # minutes on a CPU: looser tolerance (1e-4), 4 of the 8 batches per epoch, constant lr
-        "quick": dict(epochs=8, lr=1e-3, lr_milestones=None, batch_size=64, method="dopri5", rtol=1e-4,
-                      atol=1e-4, adjoint=True, grad_clip=1.0, pre_shrink=0.01, recon_weight=0.1,
-                      eval_split="test", seq_len=64, max_batches=4, compile=False),
+        "quick": dict(
+            epochs=8,
+            lr=1e-3,
+            lr_milestones=None,
+            batch_size=64,
+            method="dopri5",
+            rtol=1e-4,
+            atol=1e-4,
+            adjoint=True,
+            grad_clip=1.0,
+            pre_shrink=0.01,
+            recon_weight=0.1,
+            eval_split="test",
+            seq_len=64,
+            max_batches=4,
+            compile=False,
+        ),
     }
 
-    def build(self, opts: RunOptions, s: dict[str, Any]) -> ScoredTask:
+    def build(self, s: RunSettings) -> ScoredTask:
         seq_len = int(s["seq_len"])
-        splits = plane_vibration_windows(load_plane_vibration(opts.data_dir), seq_len=seq_len, forecast=FORECAST)
+        splits = plane_vibration_windows(load_plane_vibration(s.data_dir), seq_len=seq_len, forecast=FORECAST)
         keys = ("x", "dt", "y", "forecast")
-        train = split_tensors(splits, "train", keys, opts.subset)
+        train = split_tensors(splits, "train", keys, s.get("subset"))
         evaluation = split_tensors(splits, s["eval_split"], keys)
-        model = build_pv_model(opts.model, seq_len=seq_len, pre_shrink=float(s["pre_shrink"]), method=s["method"],
-                               rtol=s["rtol"], atol=s["atol"], options=opts.solver_options(s), adjoint=s["adjoint"])
+        model = build_pv_model(s.model, seq_len=seq_len, pre_shrink=float(s["pre_shrink"]), **s.solver())
         return ScoredTask(model, train, evaluation, pv_score(float(s["recon_weight"])))
 
 

@@ -6,20 +6,26 @@ task shows how augmentation and momentum help, and how many NFE each model needs
 block on the points with a small ELU MLP field, h(T) read out by Linear(dim -> 1); loss MSE against
 the +-1 labels (HBNODE notebooks), accuracy = sign agreement.
 """
-from __future__ import annotations
 
-from typing import Any
+from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
 from ..dynamics import MODELS, build_initializer, build_model
 from ..layers import ODEBlock
-from ._base import BenchmarkTask, RunOptions, ScoredTask
+from ._base import BenchmarkTask, ScoredTask
+from ._settings import RunSettings
 
 
-def nested_spheres(n_inner: int, n_outer: int, dim: int = 2, inner: tuple[float, float] = (0.0, 0.5),
-                   outer: tuple[float, float] = (0.85, 1.0), seed: int = 0) -> tuple[Tensor, Tensor]:
+def nested_spheres(
+    n_inner: int,
+    n_outer: int,
+    dim: int = 2,
+    inner: tuple[float, float] = (0.0, 0.5),
+    outer: tuple[float, float] = (0.85, 1.0),
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
     """Points uniformly directed, radius uniform in the range (as Dupont's ConcentricSphere); labels -1/+1."""
     if dim < 1 or n_inner < 1 or n_outer < 1:
         raise ValueError(f"nested_spheres needs dim, n_inner, n_outer >= 1, got {dim}, {n_inner}, {n_outer}")
@@ -46,25 +52,45 @@ class PointCloud(BenchmarkTask):
     metric = "accuracy"
     presets = {
         # NesterovNODE protocol: Adam 1e-2, 200 epochs, batch 50, dopri5 tol 1e-7, 40 inner / 80 outer points
-        "paper": dict(epochs=200, lr=1e-2, batch_size=50, method="dopri5", rtol=1e-7, atol=1e-7, adjoint=True,
-                      dim=2, n_inner=40, n_outer=80),
+        "paper": dict(
+            epochs=200,
+            lr=1e-2,
+            batch_size=50,
+            method="dopri5",
+            rtol=1e-7,
+            atol=1e-7,
+            adjoint=True,
+            dim=2,
+            n_inner=40,
+            n_outer=80,
+        ),
         # minutes on a CPU for all models (the README demo)
-        "quick": dict(epochs=60, lr=1e-2, batch_size=60, method="dopri5", rtol=1e-5, atol=1e-5, adjoint=True,
-                      dim=2, n_inner=120, n_outer=240),
+        "quick": dict(
+            epochs=60,
+            lr=1e-2,
+            batch_size=60,
+            method="dopri5",
+            rtol=1e-5,
+            atol=1e-5,
+            adjoint=True,
+            dim=2,
+            n_inner=120,
+            n_outer=240,
+        ),
     }
 
-    def build(self, opts: RunOptions, s: dict[str, Any]):
+    def build(self, s: RunSettings) -> ScoredTask:
         d = int(s["dim"])
-        train = nested_spheres(s["n_inner"], s["n_outer"], d, seed=1000 + opts.seed)
-        test = nested_spheres(s["n_inner"], s["n_outer"], d, seed=2000 + opts.seed)
-        name = opts.model
+        train = nested_spheres(s["n_inner"], s["n_outer"], d, seed=1000 + s.seed)
+        test = nested_spheres(s["n_inner"], s["n_outer"], d, seed=2000 + s.seed)
+        name = s.model
         dim = d + 1 if name == "anode" else d
         hidden = HIDDEN.get(name, 14)
-        field = build_model(name, dim=dim, hidden=hidden, net="mlp", net_options=dict(activation="elu"),
-                            preset="pointcloud")
-        init = build_initializer(name, in_channels=d, dim=dim, hidden=hidden, conv=False, preset="pointcloud")
-        block = ODEBlock(field, init, method=s["method"], rtol=s["rtol"], atol=s["atol"],
-                         options=opts.solver_options(s), adjoint=s["adjoint"])
+        field = build_model(
+            name, dim=dim, hidden=hidden, net="mlp", net_options=dict(activation="elu"), preset=self.name
+        )
+        init = build_initializer(name, in_channels=d, dim=dim, hidden=hidden, conv=False, preset=self.name)
+        block = ODEBlock(field, init, **s.solver())
         model = nn.Sequential(block, nn.Linear(dim, 1))
         return ScoredTask(model, train, test, _score)
 

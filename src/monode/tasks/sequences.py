@@ -1,6 +1,6 @@
 """What the ODE-RNN sequence tasks (plane vibration, Walker2D) share: the papers' ODE-RNN for any model.
 
-For every model of the registry the network is the same hybrid (HBNODE §5.3-5.4, papers.md §6):
+For every model of the registry the network is the same hybrid (Xia et al. 2021, arXiv:2110.04840, §5.3-5.4):
 
     v_0        = encoder(input)  or zeros            the model's variables (h), (h, m) or (h, m, v)
     u_i        = cell(v_i, x_i)                      jump at observation i (residual update)
@@ -18,20 +18,29 @@ Walker NODE/ANODE scripts (`rnn_out=True`) read their prediction of y_i out *bef
 seen (a one-step misalignment that only the baselines have); this module does not reproduce it.
 Solver settings are the caller's.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from ..dynamics import MLPField, State, build_model
 from ..dynamics.networks import mlp
-from ..layers import ODEBlock, ODERNN
+from ..layers import ODERNN, ODEBlock
 
-__all__ = ["SequenceSizes", "SequenceModel", "SequenceOutput", "build_sequence_model", "mlp",
-           "shrink_parameters", "split_tensors"]
+__all__ = [
+    "SequenceSizes",
+    "SequenceModel",
+    "SequenceOutput",
+    "build_sequence_model",
+    "mlp",
+    "shrink_parameters",
+    "split_tensors",
+]
 
 
 def _parts(variables: State) -> tuple[Tensor, ...]:
@@ -92,7 +101,7 @@ class Encoder(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class SequenceSizes:
-    """One model's sizes in an ODE-RNN task (the official scripts', papers.md §6-7.1).
+    """One model's sizes in an ODE-RNN task (those of the HBNODE authors' released scripts).
 
     hidden: channels of each variable; f_widths: hidden widths of the f MLP (() = one Linear);
     cell_widths: hidden widths of the "mlp" cell; encoder: None (zero initial state), "window" (the
@@ -118,12 +127,14 @@ class SequenceOutput(NamedTuple):
 class SequenceModel(nn.Module):
     """The ODE-RNN of the module docstring around an `ODERNN` layer; batches are [B, T, C] with gaps [B, T]."""
 
-    def __init__(self, rnn: ODERNN, decoder: nn.Linear, encoder: nn.Module | None = None,
-                 encoder_input: str | None = None) -> None:
+    def __init__(
+        self, rnn: ODERNN, decoder: nn.Linear, encoder: nn.Module | None = None, encoder_input: str | None = None
+    ) -> None:
         super().__init__()
         if (encoder is None) != (encoder_input is None) or encoder_input not in (None, "window", "first"):
-            raise ValueError(f"encoder_input must be 'window' or 'first' with an encoder, None without, "
-                             f"got {encoder_input!r}")
+            raise ValueError(
+                f"encoder_input must be 'window' or 'first' with an encoder, None without, got {encoder_input!r}"
+            )
         self.rnn, self.decoder, self.encoder, self.encoder_input = rnn, decoder, encoder, encoder_input
 
     def _h(self, variables: State) -> Tensor:
@@ -135,8 +146,9 @@ class SequenceModel(nn.Module):
             variables = self.encoder(x.flatten(1) if self.encoder_input == "window" else x[:, 0])
         out = self.rnn(x.transpose(0, 1), dt.transpose(0, 1), variables)
         last = tuple(v[-1] for v in out.evolved) if isinstance(out.evolved, tuple) else out.evolved[-1]
-        return SequenceOutput(self.decoder(self._h(out.updated)).transpose(0, 1),
-                              self.decoder(self._h(out.evolved)).transpose(0, 1), last)
+        return SequenceOutput(
+            self.decoder(self._h(out.updated)).transpose(0, 1), self.decoder(self._h(out.evolved)).transpose(0, 1), last
+        )
 
     def forecast(self, last: State, steps: int) -> Tensor:
         """[B, steps, C]: h decoded at `steps` unit-spaced times from `last` on (the first is `last` itself).
@@ -145,15 +157,31 @@ class SequenceModel(nn.Module):
         span's start, t0 .. t0 + steps - 1); it shares the ODE-RNN's field and solver settings.
         """
         rnn, h0 = self.rnn, self._h(last)
-        block = ODEBlock(rnn.field, method=rnn.method, rtol=rnn.rtol, atol=rnn.atol, options=rnn.options,
-                         adjoint=rnn.adjoint, **rnn.adjoint_settings)
+        block = ODEBlock(
+            rnn.field,
+            method=rnn.method,
+            rtol=rnn.rtol,
+            atol=rnn.atol,
+            options=rnn.options,
+            adjoint=rnn.adjoint,
+            **rnn.adjoint_settings,
+        )
         times = rnn.t_span[0] + torch.arange(steps, dtype=h0.dtype, device=h0.device)
         return self.decoder(self._h(block(last, times, output="variables"))).transpose(0, 1)
 
 
-def build_sequence_model(name: str, preset: str, sizes: SequenceSizes, *, features: int, seq_len: int,
-                         cell: str, f_activation: str, **solver: Any) -> SequenceModel:
-    """The ODE-RNN of model `name` with the registry's field options for `preset` ("pv", "walker").
+def build_sequence_model(
+    name: str,
+    preset: str,
+    sizes: SequenceSizes,
+    *,
+    features: int,
+    seq_len: int,
+    cell: str,
+    f_activation: str,
+    **solver: Any,
+) -> SequenceModel:
+    """The ODE-RNN of model `name` with the registry's field options for `preset` ("plane-vibration", "walker2d").
 
     features: channels C of an observation; seq_len: T (for a "window" encoder); cell: "linear" or
     "mlp"; f_activation: "relu" or "tanh" between f's layers; solver: `ODERNN` solver keywords. The
@@ -192,8 +220,9 @@ def shrink_parameters(model: nn.Module, factor: float) -> None:
             p.mul_(factor)
 
 
-def split_tensors(splits: dict[str, dict[str, Tensor]], split: str, keys: Sequence[str],
-                  limit: int | None = None) -> tuple[Tensor, ...]:
+def split_tensors(
+    splits: dict[str, dict[str, Tensor]], split: str, keys: Sequence[str], limit: int | None = None
+) -> tuple[Tensor, ...]:
     """The tensors `keys` of split `split` ("train", "val" or "test"), the first `limit` windows only."""
     if split not in splits:
         raise ValueError(f"eval_split must be one of {sorted(splits)}, got {split!r}")

@@ -21,10 +21,10 @@ within a few orders.
 
 writes silverbox_init.csv (column t, then one column per model) and silverbox_init.png into --out.
 """
+
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ from torch import Tensor, nn
 from ..data import load_silverbox
 from ..dynamics import MODELS, build_model
 from ..layers import ODEBlock
-from ._base import BenchmarkTask, RunOptions, RunResult
+from ._base import BenchmarkTask, RunResult
+from ._settings import RunOptions
 
 ALL = "all"
 DIMS = {"anode": 2}  # ANODE: the input channel plus one zero-augmented channel (official zpad = 1); others 1
@@ -50,8 +51,9 @@ class ForcedLinearEnsemble(nn.Module):
     W_r and b_r are uniform(-1/sqrt(in + 1), 1/sqrt(in + 1)), nn.Linear's default initialisation.
     """
 
-    def __init__(self, in_features: int, out_features: int, draws: int, forcing: Tensor, t0: float,
-                 generator: torch.Generator) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, draws: int, forcing: Tensor, t0: float, generator: torch.Generator
+    ) -> None:
         super().__init__()
         bound = 1.0 / math.sqrt(in_features + 1)
 
@@ -74,8 +76,16 @@ class ForcedLinearEnsemble(nn.Module):
         return torch.baddbmm(self.bias, z.unsqueeze(1), self.weight).squeeze(1)
 
 
-def log10_mean_norm(name: str, record: np.ndarray, *, draws: int = 10, steps: int = 64, seed: int = 0,
-                    scale: float = 100.0, **solver: Any) -> tuple[np.ndarray, int]:
+def log10_mean_norm(
+    name: str,
+    record: np.ndarray,
+    *,
+    draws: int = 10,
+    steps: int = 64,
+    seed: int = 0,
+    scale: float = 100.0,
+    **solver: Any,
+) -> tuple[np.ndarray, int]:
     """log10 of the mean (over `draws` initialisations) state norm of model `name` at `steps` unit times.
 
     record: the Silverbox record [T, 2] (V1 input, V2 output), multiplied by `scale`. Returns the curve
@@ -86,8 +96,12 @@ def log10_mean_norm(name: str, record: np.ndarray, *, draws: int = 10, steps: in
     generator = torch.Generator().manual_seed(seed)
     forcing = torch.as_tensor(record[:, 0] * scale, dtype=dtype)
     dim, t0 = DIMS.get(name, 1), spec.t_span[0]
-    field = build_model(name, dim=dim, preset="silverbox", net=lambda f_in, f_out: ForcedLinearEnsemble(
-        f_in, f_out, draws, forcing, t0, generator)).to(dtype)
+    field = build_model(
+        name,
+        dim=dim,
+        preset="silverbox-init",
+        net=lambda f_in, f_out: ForcedLinearEnsemble(f_in, f_out, draws, forcing, t0, generator),
+    ).to(dtype)
     h0 = torch.zeros(draws, dim, dtype=dtype)
     h0[:, 0] = float(record[0, 1] * scale)
     momenta = [torch.rand(draws, dim, generator=generator, dtype=dtype) * 2 - 1 for _ in range(spec.state_size - 1)]
@@ -128,29 +142,44 @@ class SilverboxInit(BenchmarkTask):
         names = tuple(MODELS) if model == ALL else tuple(m.strip() for m in model.split(","))
         unknown = [n for n in names if n not in MODELS]
         if unknown:
-            raise ValueError(f"--model {model!r}: {unknown[0]!r} is not a model; give 'all' or comma-separated "
-                             f"names of {list(MODELS)}")
+            raise ValueError(
+                f"--model {model!r}: {unknown[0]!r} is not a model; give 'all' or comma-separated "
+                f"names of {list(MODELS)}"
+            )
         return names
 
-    def settings(self, opts: RunOptions) -> dict[str, Any]:
-        self.model_names(opts.model)
-        return super().settings(dataclasses.replace(opts, model=ALL))
+    def check_model(self, model: str) -> None:
+        self.model_names(model)
 
     def run(self, opts: RunOptions, out: Path) -> RunResult:
         """The study for the --model names: one row per model (log10 norm at t = 0 and 63, growth in
         orders), the CSV and the plot in `out`; parameters: one initialisation's, summed over the models."""
         s = self.settings(opts)
-        names = self.model_names(opts.model)
-        record = load_silverbox(opts.data_dir)
+        solver = s.solver()
+        solver.pop("adjoint", None)
+        record = load_silverbox(s.data_dir)
         curves, rows, total = {}, [], 0
-        for name in names:
-            curve, params = log10_mean_norm(name, record, draws=int(s["draws"]), steps=int(s["steps"]),
-                                            seed=opts.seed, scale=float(s["scale"]), method=s["method"],
-                                            rtol=s["rtol"], atol=s["atol"], options=opts.solver_options(s))
+        for name in self.model_names(s.model):
+            curve, params = log10_mean_norm(
+                name,
+                record,
+                draws=int(s["draws"]),
+                steps=int(s["steps"]),
+                seed=s.seed,
+                scale=float(s["scale"]),
+                **solver,
+            )
             curves[name] = curve
             total += params
-            rows.append({"model": name, "log10_norm_start": float(curve[0]), "log10_norm_end": float(curve[-1]),
-                         "growth_orders": float(curve[-1] - curve[0]), "parameters": params})
+            rows.append(
+                {
+                    "model": name,
+                    "log10_norm_start": float(curve[0]),
+                    "log10_norm_end": float(curve[-1]),
+                    "growth_orders": float(curve[-1] - curve[0]),
+                    "parameters": params,
+                }
+            )
             print(f"{name:14s} log10 mean norm {curve[0]:7.2f} -> {curve[-1]:7.2f}", flush=True)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -169,6 +198,7 @@ def _write_csv(path: Path, curves: dict[str, np.ndarray]) -> None:
 
 def _write_plot(path: Path, curves: dict[str, np.ndarray]) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

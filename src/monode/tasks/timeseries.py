@@ -27,6 +27,7 @@ Times t in [0, t_max] (spirals t_max = 1, PhysioNet 48 h) map linearly onto the 
 `rec_dim` (encoder h), `latent` (z0 and decoder h), `hidden` (units of every f MLP and initial-state
 network). z0 fills the decoder's width, so ANODE's zero augmentation adds nothing here: it equals NODE.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,9 @@ from torch import Tensor, nn
 
 from ..data import load_physionet, make_spirals, physionet_feature_stats, physionet_tensors
 from ..dynamics import MODELS, State, build_initializer, build_model
-from ..layers import ODEBlock, ODERNN
-from ._base import BenchmarkTask, RunOptions
+from ..layers import ODERNN, ODEBlock
+from ._base import BenchmarkTask
+from ._settings import RunSettings
 
 __all__ = ["LatentODE", "ObservationCell", "masked_mse", "TASK"]
 
@@ -70,7 +72,7 @@ class ObservationCell(nn.Module):
 
     def forward(self, variables: State, x: Tensor) -> State:
         h = variables if isinstance(variables, Tensor) else variables[0]
-        observed = x[:, self.features:].sum(-1, keepdim=True) > 0
+        observed = x[:, self.features :].sum(-1, keepdim=True) > 0
         h = torch.where(observed, self.gru(x, h), h)
         return h if isinstance(variables, Tensor) else (h, *variables[1:])
 
@@ -87,13 +89,18 @@ class LatentODE(nn.Module):
         **solver: solver keywords of `ODEBlock` / `ODERNN` (method, rtol, atol, options, adjoint).
     """
 
-    def __init__(self, model: str, features: int, *, latent: int, rec_dim: int, hidden: int, t_max: float,
-                 **solver: Any) -> None:
+    def __init__(
+        self, model: str, features: int, *, latent: int, rec_dim: int, hidden: int, t_max: float, **solver: Any
+    ) -> None:
         super().__init__()
         if not t_max > 0:
             raise ValueError(f"t_max must be > 0, got {t_max!r}")
-        self.encoder = ODERNN(build_model(model, dim=rec_dim, hidden=hidden), ObservationCell(features, rec_dim),
-                              hidden_size=rec_dim, **solver)
+        self.encoder = ODERNN(
+            build_model(model, dim=rec_dim, hidden=hidden),
+            ObservationCell(features, rec_dim),
+            hidden_size=rec_dim,
+            **solver,
+        )
         self.posterior = nn.Linear(rec_dim, 2 * latent)
         init = build_initializer(model, in_channels=latent, dim=latent, hidden=hidden, conv=False)
         self.decoder = ODEBlock(build_model(model, dim=latent, hidden=hidden), init, **solver)
@@ -139,53 +146,100 @@ class TimeSeries(BenchmarkTask):
         # Rubanova et al.'s PhysioNet configuration: latent 20, recognition 40, 50 units, rtol 1e-3 / atol
         # 1e-4, lr 1e-2 decaying (their 0.999 per iteration floored at lr/10; here x0.8 every 1280 steps);
         # conditioned on every observation (holdout 0), reconstruction MSE, quantisation 0.1 h
-        "paper": dict(dataset="spirals", epochs=100, lr=1e-2, lr_step=(1280, 0.8), batch_size=50, method="dopri5",
-                      rtol=1e-3, atol=1e-4, adjoint=False, subset=None, eval_size=None, latent=20, rec_dim=40,
-                      hidden=50, obs_std=0.01, kl_weight=1.0, holdout=0.0, quantization=0.1,
-                      n_spirals=1000, n_grid=100, n_observed=40, turns=0.5, noise_std=0.1),
+        "paper": dict(
+            dataset="spirals",
+            epochs=100,
+            lr=1e-2,
+            lr_step=(1280, 0.8),
+            batch_size=50,
+            method="dopri5",
+            rtol=1e-3,
+            atol=1e-4,
+            adjoint=False,
+            subset=None,
+            eval_size=None,
+            latent=20,
+            rec_dim=40,
+            hidden=50,
+            obs_std=0.01,
+            kl_weight=1.0,
+            holdout=0.0,
+            quantization=0.1,
+            n_spirals=1000,
+            n_grid=100,
+            n_observed=40,
+            turns=0.5,
+            noise_std=0.1,
+        ),
         # a couple of CPU minutes on either dataset: 400 training series, half the rows held out
-        "quick": dict(dataset="spirals", epochs=12, lr=1e-2, lr_step=None, batch_size=50, method="dopri5",
-                      rtol=1e-3, atol=1e-4, adjoint=False, subset=400, eval_size=200, latent=8, rec_dim=16,
-                      hidden=32, obs_std=0.1, kl_weight=1.0, holdout=0.5, quantization=1.0,
-                      n_spirals=1000, n_grid=100, n_observed=40, turns=0.5, noise_std=0.1),
+        "quick": dict(
+            dataset="spirals",
+            epochs=12,
+            lr=1e-2,
+            lr_step=None,
+            batch_size=50,
+            method="dopri5",
+            rtol=1e-3,
+            atol=1e-4,
+            adjoint=False,
+            subset=400,
+            eval_size=200,
+            latent=8,
+            rec_dim=16,
+            hidden=32,
+            obs_std=0.1,
+            kl_weight=1.0,
+            holdout=0.5,
+            quantization=1.0,
+            n_spirals=1000,
+            n_grid=100,
+            n_observed=40,
+            turns=0.5,
+            noise_std=0.1,
+        ),
     }
 
-    def build(self, opts: RunOptions, s: dict[str, Any]):
+    def build(self, s: RunSettings) -> _TimeSeriesTask:
         if s["dataset"] not in _DATASETS:
-            raise ValueError(f"--set dataset={s['dataset']!r} is not a dataset of task {self.name!r}; "
-                             f"choose one of {sorted(_DATASETS)}")
+            raise ValueError(
+                f"--set dataset={s['dataset']!r} is not a dataset of task {self.name!r}; "
+                f"choose one of {sorted(_DATASETS)}"
+            )
         if not 0 <= s["holdout"] < 1:
             raise ValueError(f"--set holdout={s['holdout']!r} must be in [0, 1)")
         if not s["obs_std"] > 0:
             raise ValueError(f"--set obs_std={s['obs_std']!r} must be > 0")
-        train, test, t_max = _DATASETS[s["dataset"]](opts, s)
+        train, test, t_max = _DATASETS[s["dataset"]](s)
         features = train["values"].shape[-1]
-        model = LatentODE(opts.model, features, latent=s["latent"], rec_dim=s["rec_dim"], hidden=s["hidden"],
-                          t_max=t_max, method=s["method"], rtol=s["rtol"], atol=s["atol"],
-                          options=opts.solver_options(s), adjoint=s["adjoint"])
+        model = LatentODE(
+            s.model, features, latent=s["latent"], rec_dim=s["rec_dim"], hidden=s["hidden"], t_max=t_max, **s.solver()
+        )
         data = [_with_holdout(split, s["holdout"], seed) for seed, split in enumerate((train, test))]
-        return _TimeSeriesTask(model, data[0], data[1], obs_std=s["obs_std"], kl_weight=s["kl_weight"],
-                               score_all=s["holdout"] == 0)
+        return _TimeSeriesTask(
+            model, data[0], data[1], obs_std=s["obs_std"], kl_weight=s["kl_weight"], score_all=s["holdout"] == 0
+        )
 
 
-def _spirals(opts: RunOptions, s: dict[str, Any]) -> tuple[dict, dict, float]:
-    data = make_spirals(s["n_spirals"], n_grid=s["n_grid"], n_observed=s["n_observed"], turns=s["turns"],
-                        noise_std=s["noise_std"])
+def _spirals(s: RunSettings) -> tuple[dict, dict, float]:
+    data = make_spirals(
+        s["n_spirals"], n_grid=s["n_grid"], n_observed=s["n_observed"], turns=s["turns"], noise_std=s["noise_std"]
+    )
     n_train = int(TRAIN_FRACTION * s["n_spirals"])
-    train = {k: v[:n_train][:s["subset"]] for k, v in data.items()}
-    test = {k: v[n_train:][:s["eval_size"]] for k, v in data.items()}
+    train = {k: v[:n_train][: s["subset"]] for k, v in data.items()}
+    test = {k: v[n_train:][: s["eval_size"]] for k, v in data.items()}
     return train, test, 1.0  # make_spirals' t_end
 
 
-def _physionet(opts: RunOptions, s: dict[str, Any]) -> tuple[dict, dict, float]:
-    records = load_physionet(opts.data_dir, quantization=s["quantization"])
+def _physionet(s: RunSettings) -> tuple[dict, dict, float]:
+    records = load_physionet(s.data_dir, quantization=s["quantization"])
     order = torch.randperm(len(records), generator=torch.Generator().manual_seed(0)).tolist()
     n_train = int(TRAIN_FRACTION * len(records))
     train = [records[i] for i in order[:n_train]]
     test = [records[i] for i in order[n_train:]]
     stats = physionet_feature_stats(train)  # of the whole training split, whatever the subset
-    train, test = (physionet_tensors(part[:n], stats=stats) for part, n in ((train, s["subset"]),
-                                                                             (test, s["eval_size"])))
+    train, test = (
+        physionet_tensors(part[:n], stats=stats) for part, n in ((train, s["subset"]), (test, s["eval_size"]))
+    )
     keep = ("times", "values", "mask")
     return {k: train[k] for k in keep}, {k: test[k] for k in keep}, PHYSIONET_HOURS
 
@@ -200,8 +254,16 @@ def _with_holdout(data: dict[str, Tensor], holdout: float, seed: int) -> tuple[T
 
 
 class _TimeSeriesTask:
-    def __init__(self, model: LatentODE, train: tuple[Tensor, ...], test: tuple[Tensor, ...], *, obs_std: float,
-                 kl_weight: float, score_all: bool) -> None:
+    def __init__(
+        self,
+        model: LatentODE,
+        train: tuple[Tensor, ...],
+        test: tuple[Tensor, ...],
+        *,
+        obs_std: float,
+        kl_weight: float,
+        score_all: bool,
+    ) -> None:
         self.model, self.train_data, self.eval_data = model, train, test
         self.obs_std, self.kl_weight, self.score_all = float(obs_std), float(kl_weight), score_all
 
@@ -212,12 +274,15 @@ class _TimeSeriesTask:
         pred = model.decode(z0, times)
         mse = masked_mse(pred, values, mask)
         kl = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).sum(-1)
-        nll = 0.5 * mse / self.obs_std ** 2 + math.log(self.obs_std * math.sqrt(2 * math.pi))  # per observed value
+        nll = 0.5 * mse / self.obs_std**2 + math.log(self.obs_std * math.sqrt(2 * math.pi))  # per observed value
         loss = nll + self.kl_weight * kl.sum() / mask.sum().clamp_min(1)
         seen = mask * visible.unsqueeze(-1)
         target = mask if self.score_all else mask - seen
-        return loss, {"mse": masked_mse(pred, values, target).detach(),
-                      "recon_mse": masked_mse(pred, values, seen).detach(), "kl": kl.mean().detach()}
+        return loss, {
+            "mse": masked_mse(pred, values, target).detach(),
+            "recon_mse": masked_mse(pred, values, seen).detach(),
+            "kl": kl.mean().detach(),
+        }
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
         return self._score(model, batch, sample=True)

@@ -9,12 +9,12 @@ initial state (ANODE: a Linear of the first observation into 5 of its 24 channel
 Linear(24, 24) as in the HBNODE repo (`--set f_depth=3`: the NesterovNODE repo's 3-layer tanh MLP),
 decoder Linear(24 -> 17). Loss and metric: MSE of the one-step predictions.
 
-Sizes per model reproduce the HBNODE repo's parameter counts (papers.md §7.1): NODE 8,729, ANODE
-8,819, SONODE 8,757, GHBNODE 8,899, HBNODE 8,898 (the official 8,899 also counts its frozen c~);
-f_depth=3 adds 1,200 (NODE 9,929, as the NesterovNODE repo). AdamNODE (no official Walker script)
-gets hidden 21 for a comparable budget (8,755). The "paper" preset keeps the
-official per-model learning-rate schedules unless --lr or --set lr_milestones=... is given.
-"""
+Sizes per model reproduce the parameter counts of the HBNODE authors' released scripts (Xia et al. 2021,
+arXiv:2110.04840): NODE 8,729, ANODE 8,819, SONODE 8,757, GHBNODE 8,899, HBNODE 8,898 (the official 8,899 also
+counts its frozen c~); f_depth=3 adds 1,200 (NODE 9,929, as the NesterovNODE repo). AdamNODE (no official Walker
+script) gets hidden 21 for a comparable budget (8,755). The "paper" preset keeps the official per-model learning-
+rate schedules unless --lr or --set lr_milestones=... is given."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from ..data import load_walker2d_rollouts, walker2d_windows
 from ..dynamics import MODELS
-from ._base import BenchmarkTask, RunOptions, ScoredTask
+from ._base import BenchmarkTask, ScoredTask
+from ._settings import RunOptions, RunSettings
 from .sequences import SequenceModel, SequenceSizes, build_sequence_model, split_tensors
 
 TIME_SCALE = 1.0 / 64.0  # the official scripts divide the raw step gaps by 64
@@ -51,8 +52,9 @@ def build_walker_model(name: str, *, f_depth: int = 1, seq_len: int = 64, **solv
         raise ValueError(f"f_depth must be >= 1, got {f_depth}")
     sizes = SIZES.get(name, DEFAULT_SIZES)
     sizes = dataclasses.replace(sizes, f_widths=(sizes.hidden,) * (f_depth - 1))
-    return build_sequence_model(name, "walker", sizes, features=FEATURES, seq_len=seq_len, cell="mlp",
-                                f_activation="tanh", **solver)
+    return build_sequence_model(
+        name, "walker2d", sizes, features=FEATURES, seq_len=seq_len, cell="mlp", f_activation="tanh", **solver
+    )
 
 
 def _score(model: SequenceModel, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -70,31 +72,58 @@ class Walker2D(BenchmarkTask):
     presets = {
         # HBNODE protocol: dopri5 rtol = atol = 1e-7 with the adjoint, batch 256, 500 epochs, clip 1,
         # test every 20 epochs; lr_milestones None = the model's official schedule (LR_SCHEDULES)
-        "paper": dict(epochs=500, lr=1e-3, lr_milestones=None, batch_size=256, method="dopri5", rtol=1e-7,
-                      atol=1e-7, adjoint=True, grad_clip=1.0, eval_every=20, eval_split="test", f_depth=1,
-                      seq_len=64, max_batches=None, compile=True),
+        "paper": dict(
+            epochs=500,
+            lr=1e-3,
+            lr_milestones=None,
+            batch_size=256,
+            method="dopri5",
+            rtol=1e-7,
+            atol=1e-7,
+            adjoint=True,
+            grad_clip=1.0,
+            eval_every=20,
+            eval_split="test",
+            f_depth=1,
+            seq_len=64,
+            max_batches=None,
+            compile=True,
+        ),
         # minutes on a CPU: looser tolerance (1e-4), 8 batches of 64 per epoch, constant lr
-        "quick": dict(epochs=5, lr=3e-3, lr_milestones=None, batch_size=64, method="dopri5", rtol=1e-4,
-                      atol=1e-4, adjoint=True, grad_clip=1.0, eval_every=1, eval_split="test", f_depth=1,
-                      seq_len=64, max_batches=8, compile=False),
+        "quick": dict(
+            epochs=5,
+            lr=3e-3,
+            lr_milestones=None,
+            batch_size=64,
+            method="dopri5",
+            rtol=1e-4,
+            atol=1e-4,
+            adjoint=True,
+            grad_clip=1.0,
+            eval_every=1,
+            eval_split="test",
+            f_depth=1,
+            seq_len=64,
+            max_batches=8,
+            compile=False,
+        ),
     }
 
-    def settings(self, opts: RunOptions) -> dict[str, Any]:
+    def settings(self, opts: RunOptions) -> RunSettings:
         s = super().settings(opts)
-        if s["lr_milestones"] is None and opts.preset == "paper" and opts.lr is None:
-            s["lr_milestones"] = LR_SCHEDULES.get(opts.model, DEFAULT_LR_SCHEDULE)
+        if s["lr_milestones"] is None and s.preset == "paper" and "lr" not in s.user_set:
+            s = s.replace(lr_milestones=LR_SCHEDULES.get(s.model, DEFAULT_LR_SCHEDULE))
         return s
 
-    def build(self, opts: RunOptions, s: dict[str, Any]) -> ScoredTask:
+    def build(self, s: RunSettings) -> ScoredTask:
         seq_len = int(s["seq_len"])
-        splits = walker2d_windows(load_walker2d_rollouts(opts.data_dir), seq_len=seq_len)
+        splits = walker2d_windows(load_walker2d_rollouts(s.data_dir), seq_len=seq_len)
         for split in splits.values():
             split["dt"] = split["dt"] * TIME_SCALE
         keys = ("x", "dt", "y")
-        train = split_tensors(splits, "train", keys, opts.subset)
+        train = split_tensors(splits, "train", keys, s.get("subset"))
         evaluation = split_tensors(splits, s["eval_split"], keys)
-        model = build_walker_model(opts.model, f_depth=int(s["f_depth"]), seq_len=seq_len, method=s["method"],
-                                   rtol=s["rtol"], atol=s["atol"], options=opts.solver_options(s), adjoint=s["adjoint"])
+        model = build_walker_model(s.model, f_depth=int(s["f_depth"]), seq_len=seq_len, **s.solver())
         return ScoredTask(model, train, evaluation, _score)
 
 

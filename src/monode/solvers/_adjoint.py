@@ -1,0 +1,271 @@
+"""`odeint_adjoint`: gradients by solving the adjoint ODE backwards in time (constant memory in the steps).
+
+The backward pass integrates z = [y, a, g] from t[-1] to t[0] with
+
+    y' = f(t, y),   a' = -a df/dy,   g' = -a df/dparams,
+
+resetting y to the stored forward value and adding the incoming gradient to a at every output time.
+The vector-Jacobian products come from autograd, or in closed form from a `ClosedFormField`.
+Reference: Chen, Rubanova, Bettencourt, Duvenaud (2018), arXiv:1806.07366; the seminorm option:
+Kidger, Chen, Lyons (2021), "Hey, that's not an ODE", arXiv:2009.09457.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._adaptive import AdaptiveRungeKutta
+from ._errors import ODEInputError
+from ._inputs import Func, Problem, check_options, check_tolerance, prepare, segment_rms_max
+from ._integrate import make_solver, record_forward, state_norm
+from ._stats import active_recorders, report
+from .fields import ClosedFormField, ParametrizedField
+
+__all__ = ["odeint_adjoint"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClosedForm:
+    """The field's closed-form VJP, and where each differentiated tensor sits among its `adjoint_params()`."""
+
+    vjp: Callable[[torch.Tensor, Any, Any], tuple[Any, Any, tuple[torch.Tensor, ...]]]
+    positions: list[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class AdjointSpec:
+    """Everything the backward pass needs, fixed when the forward solve starts."""
+
+    problem: Problem
+    solver: Any
+    method: str | None
+    options: dict
+    rtol: float
+    atol: float
+    norm: Any  # "mixed", "seminorm" or a callable on (y, a, *param_grads)
+    joint_norm: bool  # the forward norm was "rms": y and a are one segment each
+    closed_form: _ClosedForm | None
+    gradient_scales: Callable[[], list[float]] | None
+
+    def backward_solver(self, n: int, numels: list[int], like: torch.Tensor) -> Any:
+        y_segments = [(0, n)] if self.joint_norm else self.problem.segments or [(0, n)]
+        segments = y_segments + [(a + n, b + n) for a, b in y_segments]
+        norm: Callable[[torch.Tensor], torch.Tensor]
+        if self.norm == "mixed":
+            offset = 2 * n
+            for k in numels:
+                segments.append((offset, offset + k))
+                offset += k
+            norm = lambda z: segment_rms_max(z, segments)  # noqa: E731
+        elif self.norm == "seminorm":
+            norm = lambda z: segment_rms_max(z[: 2 * n], segments)  # noqa: E731
+        else:
+            user = self.norm
+            norm = lambda z: torch.as_tensor(user((z[:n], z[n : 2 * n], *z[2 * n :].split(numels))))  # noqa: E731
+        solver = make_solver(self.method, self.options, self.rtol, self.atol, norm, what="adjoint_method")
+        if self.gradient_scales is not None and isinstance(solver, AdaptiveRungeKutta):
+            solver.atol_per_component = _scaled_atol(self.atol, n, numels, self.gradient_scales(), like)
+        return solver
+
+
+def _scaled_atol(
+    atol: float, n: int, numels: list[int], scales: list[float], like: torch.Tensor
+) -> torch.Tensor | None:
+    """Per-component atol of [y, a, g]: atol / scale on a parameter gradient whose values are `scale` times the
+    raw parameter's (so err / (atol / s + rtol |g|) is the raw gradient's error ratio); None when all are 1."""
+    if all(s == 1.0 for s in scales):
+        return None
+    out = torch.full((2 * n + sum(numels),), atol, dtype=like.dtype, device=like.device)
+    offset = 2 * n
+    for k, s in zip(numels, scales):
+        if s != 1.0:
+            out[offset : offset + k] = atol / s if s > 0 else math.inf
+        offset += k
+    return out
+
+
+def _autograd_dynamics(prob: Problem, params: list[torch.Tensor], n: int) -> Func:
+    """d/dt [y, a, g] = [f, -a df/dy, -a df/dparams] by autograd, f evaluated on the user's structure."""
+
+    def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            ys = tuple(y.detach().requires_grad_(True) for y in prob.split(z[:n]))
+            fs = prob.call_structured(t, ys)
+            vjps = torch.autograd.grad(fs, (*ys, *params), prob.split(-z[n : 2 * n]), allow_unused=True)
+        vjps = tuple(torch.zeros_like(x) if v is None else v for v, x in zip(vjps, (*ys, *params)))
+        return torch.cat([f.detach().reshape(-1) for f in fs] + [v.reshape(-1) for v in vjps])
+
+    return augmented
+
+
+def _closed_form_dynamics(prob: Problem, closed_form: _ClosedForm, n: int) -> Func:
+    """The same dynamics from the field's closed-form VJP (no autograd)."""
+    structured = prob.shapes is not None
+    vjp, selected = closed_form.vjp, closed_form.positions
+
+    def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        ys, adj = prob.split(z[:n]), prob.split(z[n : 2 * n])
+        if structured:
+            fs, grad_y, grads = vjp(t, ys, adj)
+        else:
+            f, g, grads = vjp(t, ys[0], adj[0])
+            fs, grad_y = (f,), (g,)
+        out = torch.cat(
+            [f.reshape(-1) for f in fs] + [g.reshape(-1) for g in grad_y] + [grads[i].reshape(-1) for i in selected]
+        )
+        out[n:].neg_()
+        return out
+
+    return augmented
+
+
+class _AdjointSolve(torch.autograd.Function):
+    """Solve without building a graph; the backward pass solves the adjoint ODE backwards in time."""
+
+    @staticmethod
+    def forward(ctx: Any, spec: AdjointSpec, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        prob = spec.problem
+        sol, stats = spec.solver.integrate(prob.func, y0.detach(), prob.times)
+        ctx.spec, ctx.recorders = spec, active_recorders()
+        record_forward(stats, sol, backprop=False)
+        ctx.save_for_backward(sol, *params)
+        return sol
+
+    @staticmethod
+    def backward(ctx: Any, grad_sol: torch.Tensor) -> tuple[Any, ...]:
+        sol, *params = ctx.saved_tensors
+        spec: AdjointSpec = ctx.spec
+        prob = spec.problem
+        times, shape = prob.times, sol.shape[1:]
+        n = sol[0].numel()
+        numels = [p.numel() for p in params]
+        if spec.closed_form is None:
+            augmented = _autograd_dynamics(prob, params, n)
+        else:
+            augmented = _closed_form_dynamics(prob, spec.closed_form, n)
+        solver = spec.backward_solver(n, numels, sol)
+        adj = grad_sol[-1].reshape(-1)
+        grads = torch.zeros(sum(numels), dtype=sol.dtype, device=sol.device)
+        nfe = steps = rejected = 0
+        for i in range(len(times) - 1, 0, -1):
+            z0 = torch.cat([sol[i].reshape(-1), adj, grads])
+            zs, stats = solver.integrate(augmented, z0, [times[i], times[i - 1]])
+            adj = zs[-1, n : 2 * n] + grad_sol[i - 1].reshape(-1)
+            grads = zs[-1, 2 * n :]
+            nfe, steps, rejected = (
+                nfe + stats.forward_nfe,
+                steps + stats.forward_steps,
+                rejected + stats.forward_rejected,
+            )
+        report(ctx.recorders, backward=True, nfe=nfe, steps=steps, rejected=rejected)
+        param_grads = [g.view_as(p) for g, p in zip(grads.split(numels), params)]
+        return (None, adj.view(shape), *param_grads)
+
+
+def _positions(func: ParametrizedField, params: tuple[torch.Tensor, ...]) -> list[int] | None:
+    """The index of each differentiated tensor among func.adjoint_params(), or None if one is not there."""
+    index = {id(p): i for i, p in enumerate(func.adjoint_params())}
+    positions = [index.get(id(p)) for p in params]
+    return None if None in positions else positions  # type: ignore[return-value]
+
+
+def odeint_adjoint(
+    func: Func,
+    y0: Any,
+    t: Any,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    method: str | None = None,
+    options: dict | None = None,
+    adjoint_rtol: float | None = None,
+    adjoint_atol: float | None = None,
+    adjoint_method: str | None = None,
+    adjoint_options: dict | None = None,
+    adjoint_params: Any = None,
+) -> Any:
+    """`odeint` with gradients from the backsolve adjoint (constant memory in the number of steps).
+
+    Same arguments as `odeint`, plus:
+
+    Args:
+        adjoint_rtol, adjoint_atol, adjoint_method: the backward solve's (default: the forward's).
+        adjoint_options: options of the backward solve (default: the forward options without norm;
+            a forward norm="rms" makes y and a one segment each in the backward mixed norm).
+            norm="seminorm" measures the error on (y, a) only and ignores the parameter-gradient
+            part (Kidger et al. 2021): fewer backward steps, same gradients to tolerance. The default
+            ("mixed") is torchdiffeq's mixed norm over y, a and each parameter. A callable norm receives
+            the flat tuple (y, a, *param_grads).
+        adjoint_params: the tensors to differentiate. Default: `func.adjoint_params()` for a
+            `monode.solvers.ParametrizedField` (e.g. a bound `monode.dynamics` field), else
+            `func.parameters()` (func must then be an nn.Module). Tensors not requiring grad are skipped.
+
+    Gradients with respect to `t` are not computed (pass a t that does not require grad).
+    """
+    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
+    options = check_options(options)
+    if adjoint_params is None:
+        if isinstance(func, ParametrizedField):
+            adjoint_params = func.adjoint_params()
+        elif isinstance(func, nn.Module):
+            adjoint_params = tuple(func.parameters())
+        else:
+            raise ODEInputError(
+                "odeint_adjoint: func is not an nn.Module, so pass adjoint_params=(...) "
+                "(the tensors to differentiate; () if there are none)"
+            )
+    params = tuple(p for p in adjoint_params if p.requires_grad)
+    adjoint_rtol = rtol if adjoint_rtol is None else check_tolerance("adjoint_rtol", adjoint_rtol)
+    adjoint_atol = atol if adjoint_atol is None else check_tolerance("adjoint_atol", adjoint_atol)
+    if adjoint_method is None:
+        adjoint_method = method
+    elif adjoint_method != method and options and adjoint_options is None:
+        raise ODEInputError(
+            f"odeint_adjoint: adjoint_method={adjoint_method!r} differs from method={method!r}, "
+            "so the forward options cannot be reused: pass adjoint_options too"
+        )
+    if adjoint_options is None:
+        adjoint_options = {k: v for k, v in options.items() if k != "norm"}
+    adjoint_options = dict(check_options(adjoint_options, "adjoint_options"))
+    adjoint_norm = adjoint_options.pop("norm", "mixed")
+    if not (adjoint_norm in ("mixed", "seminorm") or callable(adjoint_norm)):
+        raise ODEInputError(f"adjoint_options['norm'] must be 'seminorm', 'mixed' or callable, got {adjoint_norm!r}")
+
+    prob = prepare(func, y0, t)
+    solver = make_solver(method, options, rtol, atol, state_norm(prob, options.get("norm")))
+    make_solver(
+        adjoint_method, adjoint_options, adjoint_rtol, adjoint_atol, segment_rms_max, what="adjoint_method"
+    )  # validate the backward configuration now, not at backward time
+
+    closed_form = scales = None
+    if isinstance(func, ParametrizedField):
+        positions = _positions(func, params)
+        if positions is not None:
+            if isinstance(func, ClosedFormField):
+                closed_form = _ClosedForm(func.vjp, positions)
+            if isinstance(adjoint_norm, str):
+
+                def scales() -> list[float]:
+                    all_scales = func.gradient_scales()
+                    return [all_scales[i] for i in positions]
+
+    spec = AdjointSpec(
+        prob,
+        solver,
+        adjoint_method,
+        adjoint_options,
+        adjoint_rtol,
+        adjoint_atol,
+        adjoint_norm,
+        options.get("norm") == "rms",
+        closed_form,
+        scales,
+    )
+    sol = _AdjointSolve.apply(spec, prob.y0, *params)
+    return prob.unflatten(sol)

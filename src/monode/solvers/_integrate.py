@@ -1,0 +1,115 @@
+"""`odeint`: integrate with gradients by backpropagating through the solver; the solver factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ._adaptive import AdaptiveRungeKutta
+from ._errors import ODEInputError
+from ._inputs import Func, Problem, check_options, check_tolerance, prepare, segment_rms_max
+from ._registry import METHODS
+from ._stats import SolverStats, active_recorders, report
+
+__all__ = ["odeint", "make_solver", "state_norm", "record_forward"]
+
+Norm = Callable[[torch.Tensor], torch.Tensor]
+
+
+def make_solver(
+    method: str | None, options: dict | None, rtol: float, atol: float, norm: Norm, what: str = "method"
+) -> Any:
+    """The solver object of `method` with `options` (each validated; `norm` already resolved on the flat state)."""
+    method = "dopri5" if method is None else method
+    if not isinstance(method, str) or method not in METHODS:
+        raise ODEInputError(f"{what}={method!r} is not a monode solver; choose one of {sorted(METHODS)}")
+    cls = METHODS[method]
+    options = dict(check_options(options, "adjoint_options" if what == "adjoint_method" else "options"))
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        raise ODEInputError(f"{what}={method!r} does not take option(s) {unknown}; valid options: {list(cls.options)}")
+    if issubclass(cls, AdaptiveRungeKutta):
+        options["norm"] = norm
+        return cls(rtol=rtol, atol=atol, **options)
+    options.pop("norm", None)
+    return cls(**options)
+
+
+def state_norm(prob: Problem, user_norm: Any) -> Norm:
+    """The error norm on the flat state: torchdiffeq's mixed RMS norm, "rms" over the whole state, or the
+    user's callable applied to the user's structure."""
+    if user_norm is None:
+        return lambda x: segment_rms_max(x, prob.segments)
+    if user_norm == "rms":
+        return lambda x: segment_rms_max(x, None)
+    if not callable(user_norm):
+        raise ODEInputError(f"options['norm'] must be None, 'rms' or callable, got {user_norm!r}")
+    if prob.shapes is None:
+        return user_norm
+    numels = [s.numel() for s in prob.shapes]
+    shapes = prob.shapes
+    return lambda x: torch.as_tensor(user_norm(tuple(p.view(s) for p, s in zip(x.split(numels), shapes))))
+
+
+def record_forward(stats: SolverStats, sol: torch.Tensor, backprop: bool) -> None:
+    """Report a forward solve to the active recorders; with backprop, one VJP per evaluation when backward runs."""
+    recorders = active_recorders()
+    if not recorders:
+        return
+    report(recorders, backward=False, nfe=stats.forward_nfe, steps=stats.forward_steps, rejected=stats.forward_rejected)
+    if backprop and sol.requires_grad:
+        sol.register_hook(
+            lambda grad: report(
+                recorders,
+                backward=True,
+                nfe=stats.forward_nfe,
+                steps=stats.forward_steps,
+                rejected=stats.forward_rejected,
+            )
+        )
+
+
+def odeint(
+    func: Func,
+    y0: Any,
+    t: Any,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    method: str | None = None,
+    options: dict | None = None,
+) -> Any:
+    """Integrate dy/dt = func(t, y) from y(t[0]) = y0 and return y at every time in t.
+
+    Drop-in for `torchdiffeq.odeint`; gradients come from backpropagating through the solver.
+
+    Args:
+        func: callable `func(t, y)`; `t` is a 0-d tensor of the state's dtype, `y` has the structure
+            of `y0` and the return value must too.
+        y0: initial state, a tensor or a tuple of tensors (e.g. momentum states (h, m) or (h, m, v)).
+        t: 1-D strictly increasing or strictly decreasing times (decreasing integrates backwards).
+        rtol, atol: tolerances of adaptive methods (error ratio uses atol + rtol * max(|y0|, |y1|)).
+        method: "dopri5" (default), "bosh3", "euler", "midpoint", "rk4" or "nag" (see `METHODS`).
+        options: method options. Adaptive: first_step, safety, ifactor, dfactor, max_step,
+            max_num_steps (default 10000), norm (default: torchdiffeq's mixed norm, the max over
+            tuple components of each one's RMS; "rms": one RMS over the whole state, as for a
+            single stacked tensor; or a callable on the state's structure), compile (True or torch.compile
+            keyword arguments: each step and the solve's start become compiled graphs, shared by later
+            solves of the same structure). Fixed-step: step_size or grid (default: one step
+            per output interval), compile, max_num_steps; nag also momentum.
+
+    Returns:
+        Tensor [len(t), *y0.shape], or a tuple of such tensors for a tuple `y0`.
+
+    Raises:
+        ODEInputError on bad arguments; NonFiniteStateError, StepSizeUnderflowError,
+        MaxStepsExceededError during the solve. Counts are recorded by `record_stats`.
+    """
+    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
+    prob = prepare(func, y0, t)
+    solver = make_solver(method, options, rtol, atol, state_norm(prob, check_options(options).get("norm")))
+    sol, stats = solver.integrate(prob.func, prob.y0, prob.times)
+    record_forward(stats, sol, backprop=True)
+    return prob.unflatten(sol)
