@@ -211,7 +211,7 @@ def speed(
         opts = _options(task_name, name, args, epochs=1)
         settings = task.settings(opts)
         seed_everything(0)
-        built = task.build(opts, settings)
+        built = task.build(settings)
         batch = tuple(t[: settings["batch_size"]].to(device) for t in built.train_data)
         model = built.model.to(device)
         # same weights, copied before any step

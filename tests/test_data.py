@@ -56,6 +56,7 @@ def flip_byte(path: Path, offset: int = 100) -> None:
 # ---------------------------------------------------------------- folders and checksums
 
 
+@pytest.mark.data("mnist")
 def test_resolve_data_dir_order(tmp_path, monkeypatch):
     monkeypatch.delenv("MONODE_DATA_DIR", raising=False)
     default = resolve_data_dir("mnist")
@@ -79,6 +80,7 @@ def test_missing_folder_names_expected_files(tmp_path):
 # ---------------------------------------------------------------- MNIST
 
 
+@pytest.mark.data("mnist")
 def test_mnist_real():
     images, labels = load_mnist(split="train")
     assert images.shape == (60000, 1, 28, 28) and images.dtype == torch.float32
@@ -91,6 +93,7 @@ def test_mnist_real():
     assert torch.equal(test_labels, load_mnist(split="test")[1][:100])
 
 
+@pytest.mark.data("mnist")
 def test_mnist_corrupted_copy_fails_checksum(tmp_path):
     folder = copy_files(resolve_data_dir("mnist"), tmp_path / "mnist", list(MNIST_TEST))
     assert load_mnist(tmp_path, split="test")[0].shape == (10000, 1, 28, 28)
@@ -99,6 +102,7 @@ def test_mnist_corrupted_copy_fails_checksum(tmp_path):
         load_mnist(folder, split="test")
 
 
+@pytest.mark.data("mnist")
 def test_mnist_published_md5_without_sums_and_bad_magic(tmp_path):
     folder = copy_files(resolve_data_dir("mnist"), tmp_path, list(MNIST_TEST), with_sums=False)
     assert load_mnist(folder, split="test", subset=5)[1].shape == (5,)  # checked against the published md5s
@@ -157,6 +161,7 @@ def test_cifar10_refuses_malicious_pickle(tmp_path):
 # ---------------------------------------------------------------- plane vibration and Silverbox
 
 
+@pytest.mark.data("plane_vibration")
 def test_plane_vibration_and_silverbox():
     data = load_plane_vibration()
     assert data.shape == (73728, 5) and data.dtype == np.float64 and not np.isnan(data).any()
@@ -164,6 +169,7 @@ def test_plane_vibration_and_silverbox():
 
 
 @pytest.mark.parametrize("split", ["contiguous", "shuffled"])
+@pytest.mark.data("plane_vibration")
 def test_plane_vibration_windows(split):
     windows = plane_vibration_windows(load_plane_vibration(), split=split)
     counts = {name: len(part["x"]) for name, part in windows.items()}
@@ -185,6 +191,7 @@ def test_plane_vibration_windows(split):
 # ---------------------------------------------------------------- Walker2d
 
 
+@pytest.mark.data("walker2d")
 def test_walker2d():
     rollouts = load_walker2d_rollouts()
     assert len(rollouts) == 400 and sum(len(r) for r in rollouts) == 254963
@@ -218,6 +225,7 @@ def physionet_cache(tmp_path_factory):
     return cache, load_physionet(cache_dir=cache)
 
 
+@pytest.mark.data("physionet2012")
 def test_physionet_records(physionet_cache):
     _, records = physionet_cache
     set_a, set_b = records[:4000], records[4000:]
@@ -237,6 +245,7 @@ def test_physionet_records(physionet_cache):
     assert first.times[1] == pytest.approx(7 / 60) and first.values[1, 19] == 73
 
 
+@pytest.mark.data("physionet2012")
 def test_physionet_cache_round_trip(physionet_cache, monkeypatch, tmp_path):
     cache, records = physionet_cache
     assert len(list(cache.glob("*.pt"))) == 1
@@ -261,6 +270,7 @@ def test_physionet_cache_round_trip(physionet_cache, monkeypatch, tmp_path):
     assert torch.load(cached, weights_only=True)["lengths"].shape == (4000,)  # rewritten, loadable
 
 
+@pytest.mark.data("physionet2012")
 def test_physionet_tensors(physionet_cache):
     _, records = physionet_cache
     batch = physionet_tensors(records[:300])

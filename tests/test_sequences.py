@@ -96,6 +96,7 @@ def test_walker_paper_preset_keeps_the_official_learning_rate_schedules():
     assert schedule(model="node", lr=1e-2) is None  # an explicit --lr means a constant rate
 
 
+@pytest.mark.data("plane_vibration")
 def test_silverbox_init_heavy_ball_blows_up_and_the_gated_models_stay_bounded(tmp_path, capsys):
     """HBNODE Fig. 3: over t = 0..63 the HBNODE state norm grows by many orders more than GHBNODE's."""
     assert main(["train", "silverbox-init", "--model", "hbnode,ghbnode,gnesterovnode", "--out", str(tmp_path)]) == 0
@@ -152,12 +153,14 @@ def _column(rows: list[dict[str, str]], key: str) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.data("walker2d")
 def test_walker2d_training_on_real_data_lowers_the_loss(tmp_path):
     losses = _column(_train(tmp_path, "walker2d", "hbnode"), "train_loss")
     assert losses[-1] < 0.6 * losses[0]
 
 
 @pytest.mark.slow
+@pytest.mark.data("plane_vibration")
 def test_plane_vibration_training_on_real_data_lowers_the_loss(tmp_path):
     """The forecast term dominates the loss and falls slowly; the one-step MSE falls fast."""
     rows = _train(tmp_path, "plane-vibration", "hbnode")

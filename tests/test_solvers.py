@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from monode import (
+    METHODS,
     MaxStepsExceededError,
     NonFiniteStateError,
     ODEInputError,
@@ -347,26 +348,47 @@ def test_step_budget_and_underflow_raise_instead_of_hanging() -> None:
 # -- NAG -----------------------------------------------------------------------------------------
 
 
-def test_nag_coefficients_satisfy_consistency_and_root_condition() -> None:
-    for mu in (0.0, 0.25, 0.5, 0.9):
-        rho = [1.0, -(1.0 + mu), mu]  # z^2 - (1+mu) z + mu
-        c = 1.0 - mu  # sigma(z) = c z
-        assert abs(sum(rho)) < 1e-15  # rho(1) = 0
-        assert abs((2 - (1 + mu)) - c) < 1e-15  # rho'(1) = sigma(1)
-        roots = torch.linalg.eigvals(torch.tensor([[1 + mu, -mu], [1.0, 0.0]], dtype=F64)).abs()
-        assert roots.max() <= 1 + 1e-12 and (roots - 1).abs().min() < 1e-12
-    # the solver really is that scheme: one step from (x0, v) reproduces the two-step formula
-    mu, h, lam = 0.5, 0.1, -1.3
-    x = odeint(
-        lambda t, y: lam * y,
-        torch.ones(1, dtype=F64),
-        torch.tensor([0.0, h, 2 * h], dtype=F64),
-        method="nag",
-        options=dict(momentum=mu, step_size=h),
-    )
-    x0, x1 = 1.0, 1.0 + h * lam  # Euler starter
-    y1 = x1 + mu * (x1 - x0)
-    assert abs(x[2].item() - (y1 + (1 - mu) * h * lam * y1)) < 1e-14
+def _nag_step_matrix(mu: float, w: float) -> torch.Tensor:
+    """The solver's own step on x' = lambda x (h lambda = w, h = 1) as the linear map (x, v) -> (x', v')."""
+    solver = METHODS["nag"](momentum=mu)
+    columns = []
+    for x, v in ((1.0, 0.0), (0.0, 1.0)):
+        y, carry = torch.tensor([x], dtype=F64), torch.tensor([v], dtype=F64)
+        times = torch.tensor([0.0, mu], dtype=F64).unbind()
+        y1, v1 = solver.step(lambda t, y: w * y, times, 1.0, y, carry)
+        columns.append(torch.cat([y1, v1]))
+    return torch.stack(columns, 1)
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.25, 0.5, 0.9])
+def test_nag_step_has_the_characteristic_roots_of_its_analysis(mu: float) -> None:
+    """Zero-stability (w = 0: roots 1 and mu, the root condition) and, for w != 0, the stability polynomial
+    z^2 - (1 + (1 - mu) w)(1 + mu) z + (1 + (1 - mu) w) mu of the module docstring, read off the solver's step."""
+    for w in (0.0, -0.7, -2.5):
+        roots = torch.linalg.eigvals(_nag_step_matrix(mu, w))
+        a = 1 + (1 - mu) * w
+        expected = torch.linalg.eigvals(torch.tensor([[a * (1 + mu), -a * mu], [1.0, 0.0]], dtype=F64))
+        key = lambda z: (z.real.item(), z.imag.item())  # noqa: E731
+        for r, e in zip(sorted(roots, key=key), sorted(expected, key=key)):
+            assert abs(r - e) < 1e-12, (mu, w, roots, expected)
+    assert sorted(torch.linalg.eigvals(_nag_step_matrix(mu, 0.0)).real.tolist()) == pytest.approx(sorted([mu, 1.0]))
+
+
+def test_nag_is_consistent_and_first_order() -> None:
+    """Consistency: x' = 1 is integrated exactly (a scheme with the optimiser's step c = 1 would give
+    x = t / (1 - mu)). Convergence of order 1: halving h halves the global error on x' = -x."""
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    ramp = odeint(lambda t, y: torch.ones_like(y), torch.zeros(1, dtype=F64), t, method="nag",
+                  options=dict(step_size=0.1))  # fmt: skip
+    assert abs(ramp[-1].item() - 1.0) < 1e-12
+
+    def error(h: float) -> float:
+        x = odeint(lambda t, y: -y, torch.ones(1, dtype=F64), t, method="nag", options=dict(step_size=h))
+        return abs(x[-1].item() - math.exp(-1.0))
+
+    errors = [error(h) for h in (0.01, 0.005, 0.0025)]
+    for coarse, fine in zip(errors, errors[1:]):
+        assert 1.8 < coarse / fine < 2.2
 
 
 def test_nag_default_momentum_is_more_stable_than_euler_on_the_real_axis() -> None:

@@ -220,6 +220,7 @@ def test_spirals_training_lowers_held_out_mse(tmp_path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.data("physionet2012")
 def test_physionet_subset_training_lowers_the_loss(tmp_path) -> None:
     """100 training records, 2 epochs of 4 batches: the loss falls and the held-out MSE drops 3x."""
     assert (

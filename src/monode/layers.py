@@ -38,7 +38,7 @@ def _at(solution: State, i: int) -> State:
 def _stack(states: Sequence[State]) -> State:
     """States (tensors or tuples of tensors) stacked over a new leading time dimension."""
     if isinstance(states[0], torch.Tensor):
-        return torch.stack(list(states))
+        return torch.stack(list(states))  # type: ignore[arg-type]
     return tuple(torch.stack(parts) for parts in zip(*states))
 
 
@@ -73,7 +73,7 @@ class _Integrator(nn.Module):
         self.t_span = t_span
         self.method, self.rtol, self.atol, self.options = method, rtol, atol, options
         self.adjoint = adjoint
-        self.adjoint_settings = dict(
+        self.adjoint_settings: dict[str, Any] = dict(
             adjoint_rtol=adjoint_rtol,
             adjoint_atol=adjoint_atol,
             adjoint_method=adjoint_method,
@@ -85,10 +85,18 @@ class _Integrator(nn.Module):
         return torch.tensor(self.t_span, dtype=like.dtype, device=like.device)
 
     def _solve(self, func: nn.Module, state0: State, times: torch.Tensor) -> State:
-        settings = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self.options)
         if self.adjoint:
-            return odeint_adjoint(func, state0, times, **settings, **self.adjoint_settings)
-        return odeint(func, state0, times, **settings)
+            return odeint_adjoint(
+                func,
+                state0,
+                times,
+                rtol=self.rtol,
+                atol=self.atol,
+                method=self.method,
+                options=self.options,
+                **self.adjoint_settings,
+            )
+        return odeint(func, state0, times, rtol=self.rtol, atol=self.atol, method=self.method, options=self.options)
 
 
 class ODEBlock(_Integrator):

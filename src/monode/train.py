@@ -33,10 +33,10 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -80,13 +80,18 @@ class TrainingDivergedError(RuntimeError):
 class Task(Protocol):
     """What `fit` needs from a benchmark; see the module docstring."""
 
-    model: nn.Module
-    train_data: Sequence[Tensor]
-    eval_data: Sequence[Tensor] | None
+    @property
+    def model(self) -> nn.Module: ...
 
-    def loss(self, model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float | Tensor]]: ...
+    @property
+    def train_data(self) -> Sequence[Tensor]: ...
 
-    def evaluate(self, model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, float | Tensor]: ...
+    @property
+    def eval_data(self) -> Sequence[Tensor] | None: ...
+
+    def loss(self, model: Any, batch: tuple[Tensor, ...]) -> tuple[Tensor, Mapping[str, float | Tensor]]: ...
+
+    def evaluate(self, model: Any, batch: tuple[Tensor, ...]) -> Mapping[str, float | Tensor]: ...
 
 
 @dataclass
@@ -313,7 +318,7 @@ class _Means:
         self.sums: dict[str, float] = {}
         self.weights: dict[str, float] = {}
 
-    def add(self, metrics: dict[str, float | Tensor], weight: float) -> None:
+    def add(self, metrics: Mapping[str, float | Tensor], weight: float) -> None:
         for name, value in metrics.items():
             self.sums[name] = self.sums.get(name, 0.0) + float(value) * weight
             self.weights[name] = self.weights.get(name, 0.0) + weight
@@ -378,7 +383,7 @@ def _rng_state() -> dict:
     _, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
     return {
         "python": [version, torch.tensor(mt, dtype=torch.int64), gauss_next],
-        "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached_gaussian],
+        "numpy": [torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached_gaussian],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }

@@ -140,7 +140,7 @@ def verify_checksums(
     if not has_sums and fallback is None:
         expected = [*(files or []), CHECKSUM_FILE]
         raise DataNotFoundError(folder, expected, [n for n in expected if not (folder / n).is_file()])
-    table, algorithm = (read_checksums(folder), "sha256") if has_sums else (dict(fallback), fallback_algorithm)
+    table, algorithm = (read_checksums(folder), "sha256") if has_sums else (dict(fallback or {}), fallback_algorithm)
     names = list(table) if files is None else list(files)
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:

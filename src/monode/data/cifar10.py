@@ -39,7 +39,7 @@ def _reconstruct() -> Any:
     try:
         from numpy._core.multiarray import _reconstruct as helper  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct as helper
+        from numpy.core.multiarray import _reconstruct as helper  # type: ignore[no-redef]
     return helper
 
 

@@ -101,6 +101,8 @@ def _read_set(tar_path: Path) -> tuple[list[int], str, list[int]]:
             if not (member.isfile() and member.name.endswith(".txt")):
                 continue
             stream = tar.extractfile(member)
+            if stream is None:  # not a regular file
+                continue
             header, _, body = stream.read().decode("ascii").partition("\n")
             if header.strip() != HEADER or not Path(member.name).stem.isdigit():
                 raise DataIntegrityError(tar_path, f"{member.name} is not a record (header {header!r})")

@@ -22,7 +22,7 @@ coefficients on every call, and the adjoint differentiates `field.parameters()` 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, Protocol, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,22 @@ __all__ = [
 State = Union[torch.Tensor, tuple[torch.Tensor, ...]]
 Coefficients = tuple[torch.Tensor | None, ...]
 """A family's named tuple of coefficient tensors (None for an absent term)."""
+
+
+class ClosedFormNetwork(Protocol):
+    """An f network with a closed-form VJP (`MLPField`): what `rhs_forward` / `rhs_backward` call."""
+
+    def forward_saved(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(f(t, x), what `vjp` needs)."""
+        ...
+
+    def vjp(self, saved: list[torch.Tensor], grad: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(grad . df/dx, [grad . df/dp for p in parameters()])."""
+        ...
+
+    def closed_form(self) -> bool:
+        """Whether `forward_saved` / `vjp` apply."""
+        ...
 
 
 class NoCoefficients(NamedTuple):
@@ -82,7 +98,7 @@ def register_xi(module: nn.Module, xi: float, xi_logit: float | None) -> None:
 def _graph_leaves(tensors: Coefficients) -> set[int]:
     """The ids of the leaf tensors (parameters) that `tensors` were computed from."""
     ids = {id(c) for c in tensors if c is not None and c.grad_fn is None}
-    stack = [c.grad_fn for c in tensors if c is not None and c.grad_fn is not None]
+    stack: list[Any] = [c.grad_fn for c in tensors if c is not None and c.grad_fn is not None]
     seen: set[Any] = set()
     while stack:
         node = stack.pop()
@@ -120,26 +136,37 @@ class VectorField(nn.Module):
         """The values the equations read, computed from the scalar parameters (once per solve)."""
         return NoCoefficients()
 
+    def scalar(self, name: str) -> torch.Tensor:
+        """A scalar parameter or buffer registered by `register_scalar`."""
+        value = getattr(self, name)
+        assert isinstance(value, torch.Tensor)
+        return value
+
+    @property
+    def closed_net(self) -> ClosedFormNetwork:
+        """`net` as a network with a closed-form VJP (valid where `closed_form()` holds)."""
+        return cast(ClosedFormNetwork, self.net)
+
     def xi_value(self) -> torch.Tensor | None:
         """xi of the restoring term registered by `register_xi` (None when there is none)."""
         if "xi_logit" in self._parameters:
-            return F.softplus(self.xi_logit)
+            return F.softplus(self.scalar("xi_logit"))
         return self._buffers.get("xi")
 
-    def rhs(self, t: torch.Tensor, state: State, coef: Any) -> State:
+    def rhs(self, t: torch.Tensor, state: Any, coef: Any) -> Any:
         raise NotImplementedError
 
     def forward(self, t: torch.Tensor, state: State) -> State:
         return self.rhs(t, state, self.coefficients())
 
     # -- closed-form VJP -------------------------------------------------------------------------------
-    def rhs_forward(self, t: torch.Tensor, state: State, coef: Any) -> tuple[State, Any]:
+    def rhs_forward(self, t: torch.Tensor, state: Any, coef: Any) -> tuple[Any, Any]:
         """`rhs` plus what `rhs_backward` needs: (F, saved)."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form VJP")
 
     def rhs_backward(
-        self, t: torch.Tensor, saved: Any, coef: Any, cotangent: State
-    ) -> tuple[State, list[torch.Tensor], Coefficients]:
+        self, t: torch.Tensor, saved: Any, coef: Any, cotangent: Any
+    ) -> tuple[Any, list[torch.Tensor], Any]:
         """The vector-Jacobian products at `rhs_forward`'s point for the cotangent c (shaped like the state):
         (c . dF/dstate, [c . dF/dp for p in net.parameters()], c . dF/dcoef as the family's coefficient
         tuple, None where the coefficient is None or does not require grad)."""
@@ -165,7 +192,7 @@ class VectorField(nn.Module):
         """
         coef = self.coefficients() if coef is None else coef
         if dtype is not None:
-            coef = type(coef)(*(None if c is None else c.to(dtype) for c in coef))
+            coef = type(coef)(*[None if c is None else c.to(dtype) for c in coef])  # type: ignore[arg-type]
         params, direct = self._bound_params(coef)
         if not direct and self.closed_form():
             return ClosedFormBoundField(self, coef, params)
@@ -180,7 +207,8 @@ class VectorField(nn.Module):
         itself, so no parameter loses its gradient under the adjoint."""
         through_coef = _graph_leaves(coef)
         own = {id(p) for p in self._parameters.values() if p is not None}
-        params, direct = [], False
+        params: list[torch.Tensor] = []
+        direct = False
         for p in self.parameters():
             if id(p) in through_coef:
                 continue
@@ -226,7 +254,7 @@ class BoundField(nn.Module, ParametrizedField):
 
     # A bound field is made per solve and never hooked: the solvers call it without nn.Module's hook
     # dispatch (its `net` is still called as a module, so hooks there run).
-    __call__ = forward
+    __call__ = forward  # type: ignore[assignment]
 
     def adjoint_params(self) -> tuple[torch.Tensor, ...]:
         return self._params

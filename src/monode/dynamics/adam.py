@@ -81,52 +81,59 @@ class AdamField(VectorField):
         self.eps_squared = float(eps) ** 2
 
     def coefficients(self) -> AdamCoefficients:
-        return AdamCoefficients(torch.sigmoid(self.beta1_logit), torch.sigmoid(self.beta2_logit), self.xi_value())
+        return AdamCoefficients(
+            torch.sigmoid(self.scalar("beta1_logit")), torch.sigmoid(self.scalar("beta2_logit")), self.xi_value()
+        )
 
     def rhs(self, t: torch.Tensor, state: AdamState, coef: AdamCoefficients) -> AdamState:
         return self._equations(self.net(t, state[0]), state, coef)[0]
 
     def _equations(
         self, f: torch.Tensor, state: AdamState, coef: AdamCoefficients
-    ) -> tuple[AdamState, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(h', m', v') from f = f(t, h), and (act(v), r = (act(v) + eps^2)^(-1/2), sigma(m)) for the VJP."""
+    ) -> tuple[AdamState, tuple[torch.Tensor, ...]]:
+        """(h', m', v') from f = f(t, h), and (act(v), r = (act(v) + eps^2)^(-1/2), sigma(m), f - m, f^2 - v)
+        for the VJP."""
         h, m, v = state
         act_v = v if self.v_act is None else self.v_act(v)
-        inv_scale = torch.rsqrt(act_v + self.eps_squared)
+        inv_scale = torch.add(act_v, self.eps_squared).rsqrt_()
         gate_m = m if self.gate is None else self.gate(m)
-        dm = (f - m) * coef.beta1
+        dh = gate_m * inv_scale
+        f_minus_m = f - m
+        dm = f_minus_m * coef.beta1
         if coef.xi is not None:
             dm = dm.addcmul_(h, coef.xi, value=-1.0)
-        dv = torch.addcmul(v, f, f, value=-1.0).mul_(coef.beta2).neg_()  # beta2 (f^2 - v)
-        return (gate_m * inv_scale, dm, dv), (act_v, inv_scale, gate_m)
+        f2_minus_v = f.square().sub_(v)
+        return (dh, dm, f2_minus_v * coef.beta2), (act_v, inv_scale, gate_m, f_minus_m, f2_minus_v)
 
     def rhs_forward(self, t: torch.Tensor, state: AdamState, coef: AdamCoefficients) -> tuple[AdamState, tuple]:
-        f, net_saved = self.net.forward_saved(t, state[0])
+        f, net_saved = self.closed_net.forward_saved(t, state[0])
         out, aux = self._equations(f, state, coef)
-        return out, (f, net_saved, state, aux)
+        return out, (f, net_saved, state, out[0], aux)
 
     def rhs_backward(
         self, t: torch.Tensor, saved: tuple, coef: AdamCoefficients, cotangent: AdamState
     ) -> tuple[AdamState, list[torch.Tensor], AdamCoefficients]:
-        """With r = (act(v) + eps^2)^(-1/2) and cotangents (c_h, c_m, c_v): f gets beta1 c_m + 2 beta2 f c_v, so
-        c_h' = (that) . df/dh - xi c_m; c_m' = sigma'(m) r c_h - beta1 c_m; c_v' = -r^3 act'(v) sigma(m) c_h / 2
-        - beta2 c_v; d/dbeta1 = <c_m, f - m>, d/dbeta2 = <c_v, f^2 - v>, d/dxi = -<c_m, h>."""
-        f, net_saved, (h, m, v), (act_v, inv_scale, gate_m) = saved
+        """With r = (act(v) + eps^2)^(-1/2), h' = sigma(m) r and cotangents (c_h, c_m, c_v): f gets
+        beta1 c_m + 2 beta2 f c_v, so c_h' = (that) . df/dh - xi c_m; c_m' = sigma'(m) r c_h - beta1 c_m;
+        c_v' = -act'(v) (r c_h) h' r / 2 - beta2 c_v; d/dbeta1 = <c_m, f - m>, d/dbeta2 = <c_v, f^2 - v>,
+        d/dxi = -<c_m, h>."""
+        f, net_saved, (h, m, v), dh, (act_v, inv_scale, gate_m, f_minus_m, f2_minus_v) = saved
         c_h, c_m, c_v = cotangent
-        grad_f = torch.mul(c_m, coef.beta1).addcmul_(f, c_v * coef.beta2, value=2.0)
+        beta1_c_m = c_m * coef.beta1
+        grad_f = torch.addcmul(beta1_c_m, f, c_v * coef.beta2, value=2.0)
         c_h_scaled = c_h * inv_scale
-        d_act = (c_h_scaled * gate_m).mul_(inv_scale.square()).mul_(-0.5)  # d/d act(v)
+        d_act = torch.mul(c_h_scaled, dh).mul_(inv_scale)  # -2 d/d act(v)
         gate_grad = c_h_scaled if self._gate_backward is None else self._gate_backward(c_h_scaled, m, gate_m)
-        grad_m = gate_grad.sub_(c_m * coef.beta1)
+        grad_m = gate_grad.sub_(beta1_c_m)
         if self._v_backward is not None:
             d_act = self._v_backward(d_act, v, act_v)
-        grad_v = d_act.addcmul_(c_v, coef.beta2, value=-1.0)
-        grad_h, grad_net = self.net.vjp(net_saved, grad_f)
+        grad_v = torch.addcmul(d_act, c_v, coef.beta2, value=2.0).mul_(-0.5)
+        grad_h, grad_net = self.closed_net.vjp(net_saved, grad_f)
         if coef.xi is not None:
             grad_h = grad_h.addcmul_(c_m, coef.xi, value=-1.0)
         grad_coef = AdamCoefficients(
-            dot(c_m, f - m) if coef.beta1.requires_grad else None,  # type: ignore[arg-type]
-            dot(c_v, torch.addcmul(-v, f, f)) if coef.beta2.requires_grad else None,  # type: ignore[arg-type]
+            dot(c_m, f_minus_m) if coef.beta1.requires_grad else None,  # type: ignore[arg-type]
+            dot(c_v, f2_minus_v) if coef.beta2.requires_grad else None,  # type: ignore[arg-type]
             -dot(c_m, h) if coef.xi is not None and coef.xi.requires_grad else None,
         )
         return (grad_h, grad_m, grad_v), grad_net, grad_coef

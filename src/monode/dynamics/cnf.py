@@ -84,7 +84,7 @@ def divergence(f: Tensor, z: Tensor, noise: Tensor | None = None, create_graph: 
     if noise is not None:
         return (vjp(noise) * noise).sum(1)
     eye = torch.eye(f.shape[1], dtype=f.dtype, device=f.device)
-    return sum(vjp(eye[i].expand_as(f))[:, i] for i in range(f.shape[1]))
+    return torch.stack([vjp(eye[i].expand_as(f))[:, i] for i in range(f.shape[1])]).sum(0)
 
 
 class CNFField(nn.Module):

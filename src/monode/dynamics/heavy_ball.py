@@ -65,7 +65,7 @@ class HeavyBallField(VectorField):
         register_xi(self, xi, xi_logit)
 
     def coefficients(self) -> HeavyBallCoefficients:
-        return HeavyBallCoefficients(torch.sigmoid(self.gamma_logit), self.xi_value())
+        return HeavyBallCoefficients(torch.sigmoid(self.scalar("gamma_logit")), self.xi_value())
 
     def rhs(
         self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], coef: HeavyBallCoefficients
@@ -85,7 +85,7 @@ class HeavyBallField(VectorField):
     def rhs_forward(
         self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], coef: HeavyBallCoefficients
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple]:
-        f, net_saved = self.net.forward_saved(t, state[0])
+        f, net_saved = self.closed_net.forward_saved(t, state[0])
         out = self._equations(f, state, coef)
         return out, (net_saved, state, out[0])
 
@@ -98,7 +98,7 @@ class HeavyBallField(VectorField):
         c_h, c_m = cotangent
         gate_grad = c_h if self._gate_backward is None else self._gate_backward(c_h, m, dh)
         grad_m = torch.addcmul(gate_grad, c_m, coef.gamma, value=-1.0)
-        grad_h, grad_net = self.net.vjp(net_saved, c_m)
+        grad_h, grad_net = self.closed_net.vjp(net_saved, c_m)
         if coef.xi is not None:
             grad_h = grad_h.addcmul_(c_m, coef.xi, value=-1.0)
         grad_coef = HeavyBallCoefficients(

@@ -126,7 +126,7 @@ class _NesterovFamily(VectorField):
         grad_f = c_2 if self.sign == 1 else -c_2
         if self._f_backward is not None:
             grad_f = self._f_backward(grad_f, f, self.f_gate(f))  # type: ignore[misc]
-        grad_h, grad_net = self.net.vjp(net_saved, grad_f)
+        grad_h, grad_net = self.closed_net.vjp(net_saved, grad_f)
         if coef.xi is not None:
             grad_h = grad_h.addcmul_(c_2, coef.xi, value=-1.0)
         gate_grad = c_1 if self._gate_backward is None else self._gate_backward(c_1, u, self.gate(u))  # type: ignore[misc]
@@ -161,7 +161,7 @@ class NesterovField(_NesterovFamily):
         x, m = state
         k = self.gated_k(t)
         h = x * k
-        f, net_saved = self.net.forward_saved(t, h)
+        f, net_saved = self.closed_net.forward_saved(t, h)
         return self._momentum_equations(f, h, m, coef), (net_saved, f, h, m, k)
 
     def rhs_backward(
@@ -211,7 +211,7 @@ class OfficialNesterovField(_NesterovFamily):
     def rhs_forward(self, t: torch.Tensor, state: Pair, coef: NesterovCoefficients) -> tuple[Pair, tuple]:
         a, b = state
         u, r, dr = self._momentum(t, a, b)
-        f, net_saved = self.net.forward_saved(t, a)
+        f, net_saved = self.closed_net.forward_saved(t, a)
         return self._momentum_equations(f, a, u, coef), (net_saved, f, a, u, r, dr)
 
     def rhs_backward(

@@ -130,6 +130,7 @@ class MLPField(nn.Module):
             saved.append(x)
             x = F.linear(x, lin.weight, lin.bias)
             if i < last:
+                assert self._act is not None
                 x = self._act(x)
         return x, saved
 
@@ -143,6 +144,7 @@ class MLPField(nn.Module):
             weight = lin.weight if i or not self.time else lin.weight[:, :-1]
             grad = torch.mm(grad, weight)
             if i:
+                assert self._act_backward is not None
                 grad = self._act_backward(grad, x, x)  # x is act(z) of the layer below: act' from the output
         grads.reverse()
         return grad, grads
@@ -157,6 +159,9 @@ def _builder_net(in_channels: int, hidden: int, out_channels: int, conv: bool) -
             f"the initial-state network would output {out_channels} channels: dim is too small "
             f"for in_channels={in_channels}"
         )
+    first: nn.Module
+    middle: nn.Module
+    last: nn.Module
     if conv:
         first, middle, last = (
             nn.Conv2d(in_channels, hidden, 1),

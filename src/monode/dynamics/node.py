@@ -28,13 +28,13 @@ class NODEField(VectorField):
     def rhs_forward(
         self, t: torch.Tensor, h: torch.Tensor, coef: NoCoefficients
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return self.net.forward_saved(t, h)
+        return self.closed_net.forward_saved(t, h)
 
     def rhs_backward(
         self, t: torch.Tensor, saved: list[torch.Tensor], coef: NoCoefficients, c: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor], NoCoefficients]:
         """c . df/dh and c . df/dparams: the network's own VJP."""
-        grad_h, grad_net = self.net.vjp(saved, c)
+        grad_h, grad_net = self.closed_net.vjp(saved, c)
         return grad_h, grad_net, NoCoefficients()
 
 

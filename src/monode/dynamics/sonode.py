@@ -39,7 +39,7 @@ class SecondOrderField(VectorField):
         self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], coef: NoCoefficients
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], list[torch.Tensor]]:
         y, v = state
-        f, saved = self.net.forward_saved(t, torch.cat([y, v], 1))
+        f, saved = self.closed_net.forward_saved(t, torch.cat([y, v], 1))
         return (v, f), saved
 
     def rhs_backward(
@@ -51,7 +51,7 @@ class SecondOrderField(VectorField):
     ) -> tuple[tuple, list[torch.Tensor], tuple]:
         """With g = c_v . df/d[y, v]: (g_y, c_y + g_v)."""
         c_y, c_v = cotangent
-        grad_in, grad_net = self.net.vjp(saved, c_v)
+        grad_in, grad_net = self.closed_net.vjp(saved, c_v)
         dim = c_y.shape[1]
         return (grad_in[:, :dim], grad_in[:, dim:] + c_y), grad_net, NoCoefficients()
 

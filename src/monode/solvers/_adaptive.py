@@ -18,7 +18,7 @@ and decreasing time is integrated natively (no reversed-function wrapper).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -29,7 +29,7 @@ from ._fixed import DEFAULT_MAX_NUM_STEPS, check_max_num_steps
 from ._inputs import time_tensor
 from ._interpolation import interpolate
 from ._nonfinite import NonFiniteTrials
-from ._rk import Scalar, rk_step, weighted_sum
+from ._rk import Scalar, rk_step, stage_times, weighted_sum
 from ._stats import SolverStats
 from ._tableau import ButcherTableau
 
@@ -106,12 +106,17 @@ class AdaptiveRungeKutta:
 
     # -- the step and the start, eager or compiled -----------------------------------------------------
     def step(
-        self, func: Callable, t: torch.Tensor, dt: Scalar, y: torch.Tensor, f0: torch.Tensor, atol: torch.Tensor | float
+        self,
+        func: Callable,
+        times: Sequence[torch.Tensor],
+        dt: Scalar,
+        y: torch.Tensor,
+        f0: torch.Tensor,
+        atol: torch.Tensor | float,
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        """(y1, stages, error ratio as a 0-d tensor) of the trial step (t, dt) from y with f0 = func(t, y).
-
-        The ratio is NaN if any stage is NaN/Inf (the tolerance holds |y1|)."""
-        y1, ks = rk_step(func, self.tableau, t, dt, y, f0)
+        """(y1, stages, error ratio as a 0-d tensor) of the trial step dt from y at times[0], with stage times
+        `times` and f0 = func(times[0], y). The ratio is NaN if any stage is NaN/Inf (the tolerance holds |y1|)."""
+        y1, ks = rk_step(func, self.tableau, times, dt, y, f0)
         with torch.no_grad():
             err = weighted_sum(ks, self.tableau.terms.error, dt)
             tol = torch.maximum(y.abs(), y1.abs()).mul_(self.rtol).add_(atol)
@@ -141,12 +146,13 @@ class AdaptiveRungeKutta:
     def _trial(
         self, func: Callable, t: float, dt: float, y: torch.Tensor, f: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor], float]:
+        times = stage_times(t, dt, self.tableau.c, y)
         if self.compile:
-            t_tensor, dt_tensor = time_tensor([t, dt], y).unbind()
-            out = _compile.call(self, "step", y.device, func, t_tensor, dt_tensor, y, f, self._atol())
+            dt_tensor = torch.tensor(dt, dtype=y.dtype, device=y.device)
+            out = _compile.call(self, "step", y.device, func, times, dt_tensor, y, f, self._atol())
             if out is not None:
                 return out[0], out[1], float(out[2])
-        y1, ks, ratio = self.step(func, time_tensor([t], y)[0], dt, y, f, self._atol())
+        y1, ks, ratio = self.step(func, times.unbind(), dt, y, f, self._atol())
         return y1, ks, float(ratio)
 
     def _begin(

@@ -105,22 +105,19 @@ def _autograd_dynamics(prob: Problem, params: list[torch.Tensor], n: int) -> Fun
 
 
 def _closed_form_dynamics(prob: Problem, closed_form: _ClosedForm, n: int) -> Func:
-    """The same dynamics from the field's closed-form VJP (no autograd)."""
+    """The same dynamics from the field's closed-form VJP (no autograd), taken with the cotangent -a so that
+    its products are the derivatives -a df/dy, -a df/dp themselves."""
     structured = prob.shapes is not None
     vjp, selected = closed_form.vjp, closed_form.positions
 
     def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        ys, adj = prob.split(z[:n]), prob.split(z[n : 2 * n])
+        ys, adj = prob.split(z[:n]), prob.split(z[n : 2 * n].neg())
         if structured:
             fs, grad_y, grads = vjp(t, ys, adj)
         else:
             f, g, grads = vjp(t, ys[0], adj[0])
             fs, grad_y = (f,), (g,)
-        out = torch.cat(
-            [f.reshape(-1) for f in fs] + [g.reshape(-1) for g in grad_y] + [grads[i].reshape(-1) for i in selected]
-        )
-        out[n:].neg_()
-        return out
+        return torch.cat([prob.join(fs), prob.join(grad_y), *(grads[i].reshape(-1) for i in selected)])
 
     return augmented
 
@@ -240,7 +237,12 @@ def odeint_adjoint(
     prob = prepare(func, y0, t)
     solver = make_solver(method, options, rtol, atol, state_norm(prob, options.get("norm")))
     make_solver(
-        adjoint_method, adjoint_options, adjoint_rtol, adjoint_atol, segment_rms_max, what="adjoint_method"
+        adjoint_method,
+        adjoint_options,
+        adjoint_rtol,
+        adjoint_atol,
+        lambda z: segment_rms_max(z, None),
+        what="adjoint_method",
     )  # validate the backward configuration now, not at backward time
 
     closed_form = scales = None

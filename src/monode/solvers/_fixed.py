@@ -12,15 +12,14 @@ state, not by the grid.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
 
 from . import _compile
 from ._errors import MaxStepsExceededError, NonFiniteStateError, ODEInputError
-from ._inputs import time_tensor
-from ._rk import rk_step
+from ._rk import rk_step, stage_times
 from ._stats import SolverStats
 from ._tableau import ButcherTableau
 
@@ -61,7 +60,14 @@ class FixedStepSolver:
         self.compile = _compile.check_option(self.name, compile)
         self.max_num_steps = check_max_num_steps(self.name, max_num_steps)
 
-    def step(self, func: Callable, t: torch.Tensor, dt: Any, y: torch.Tensor, carry: Any) -> tuple[torch.Tensor, Any]:
+    @property
+    def nodes(self) -> tuple[float, ...]:
+        """The c of every time t + c dt a step evaluates the field at (`step` gets them as `times`)."""
+        raise NotImplementedError
+
+    def step(
+        self, func: Callable, times: Sequence[torch.Tensor], dt: Any, y: torch.Tensor, carry: Any
+    ) -> tuple[torch.Tensor, Any]:
         raise NotImplementedError
 
     def _steps_per_interval(self, times: list[float]) -> list[int]:
@@ -98,12 +104,14 @@ class FixedStepSolver:
 
     def _step(self, func: Callable, t: float, dt: float, y: torch.Tensor, carry: Any) -> tuple[torch.Tensor, Any]:
         """`step` from the float time t, compiled when options['compile'] is set."""
+        times = stage_times(t, dt, self.nodes, y)
         if self.compile:
-            t_tensor, dt_tensor = time_tensor([t, dt], y).unbind()
-            out = _compile.call(self, "step", y.device, func, t_tensor, dt_tensor, y, carry)
+            out = _compile.call(
+                self, "step", y.device, func, times, torch.tensor(dt, dtype=y.dtype, device=y.device), y, carry
+            )
             if out is not None:
                 return out
-        return self.step(func, time_tensor([t], y)[0], dt, y, carry)
+        return self.step(func, times.unbind(), dt, y, carry)
 
     def integrate(self, func: Callable, y0: torch.Tensor, times: list[float]) -> tuple[torch.Tensor, SolverStats]:
         """Solve from times[0]; return the states at `times` stacked on dim 0, and the counts."""
@@ -136,5 +144,11 @@ class ExplicitRungeKutta(FixedStepSolver):
             cls.order = cls.tableau.order
             cls.nfe_per_step = cls.tableau.stages
 
-    def step(self, func: Callable, t: torch.Tensor, dt: Any, y: torch.Tensor, carry: Any) -> tuple[torch.Tensor, Any]:
-        return rk_step(func, self.tableau, t, dt, y, func(t, y))[0], None
+    @property
+    def nodes(self) -> tuple[float, ...]:
+        return self.tableau.c
+
+    def step(
+        self, func: Callable, times: Sequence[torch.Tensor], dt: Any, y: torch.Tensor, carry: Any
+    ) -> tuple[torch.Tensor, Any]:
+        return rk_step(func, self.tableau, times, dt, y, func(times[0], y))[0], None

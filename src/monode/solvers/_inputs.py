@@ -22,8 +22,18 @@ Func = Callable[[torch.Tensor, Any], Any]
 
 
 def _split(flat: torch.Tensor, numels: list[int], shapes: list[torch.Size]) -> tuple[torch.Tensor, ...]:
-    """A flat state [N] as views (y1, y2, ...) of the given shapes."""
+    """A flat state [N] as views (y1, y2, ...) of the given shapes (one view and an unbind when they are equal,
+    as for every momentum model)."""
+    if all(s == shapes[0] for s in shapes):
+        return flat.view(len(shapes), *shapes[0]).unbind(0)
     return tuple(p.view(s) for p, s in zip(flat.split_with_sizes(numels), shapes))
+
+
+def _join(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(y1, y2, ...) as one flat tensor, the inverse of `_split` (one stack when the shapes are equal)."""
+    if all(p.shape == parts[0].shape for p in parts):
+        return torch.stack(tuple(parts)).view(-1)
+    return torch.cat([p.reshape(-1) for p in parts])
 
 
 class _TupleFunc:
@@ -33,7 +43,7 @@ class _TupleFunc:
         self.func, self.shapes, self.numels = func, shapes, numels
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.cat([d.reshape(-1) for d in self.func(t, _split(y, self.numels, self.shapes))])
+        return _join(self.func(t, _split(y, self.numels, self.shapes)))
 
 
 class _CheckedFunc:
@@ -70,7 +80,8 @@ def check_output_structure(out: Any, y0: Any) -> None:
 class Problem:
     """A checked ODE problem in the form the solvers integrate."""
 
-    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # on the flat state
+    inner: Func  # the user's func, on the user's structure (output checked on its first call)
     y0: torch.Tensor
     times: list[float]
     t: torch.Tensor
@@ -79,18 +90,24 @@ class Problem:
 
     def __post_init__(self) -> None:
         self.shape = self.y0.shape  # (a traced `split` then depends on the shape only, not on y0 itself)
+        self.numels = None if self.shapes is None else [math.prod(s) for s in self.shapes]
 
     def split(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """A flat state [N] as views in the user's structure: (y,) or (y1, y2, ...)."""
         if self.shapes is None:
             return (flat.view(self.shape),)
-        return _split(flat, self.func.numels, self.shapes)
+        assert self.numels is not None
+        return _split(flat, self.numels, self.shapes)
+
+    def join(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The user's structure (y,) or (y1, y2, ...) as one flat tensor (the inverse of `split`)."""
+        return parts[0].reshape(-1) if self.shapes is None else _join(parts)
 
     def call_structured(self, t: torch.Tensor, parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """func on the user's structure, returning a tuple of derivative parts (no flattening)."""
         if self.shapes is None:
             return (self.func(t, parts[0]),)
-        return tuple(self.func.func(t, parts))  # the _TupleFunc's inner func
+        return tuple(self.inner(t, parts))
 
     def unflatten(self, sol: torch.Tensor) -> Any:
         """[T, N] flat solution -> tensor [T, *shape] or tuple of such tensors."""
@@ -171,8 +188,8 @@ def prepare(func: Func, y0: Any, t: Any) -> Problem:
         for n in numels:
             bounds.append(bounds[-1] + n)
         segments = list(zip(bounds[:-1], bounds[1:]))
-        return Problem(_TupleFunc(checked, shapes, numels), flat, times, t, shapes, segments)
-    return Problem(checked, y0, times, t, None, None)
+        return Problem(_TupleFunc(checked, shapes, numels), checked, flat, times, t, shapes, segments)
+    return Problem(checked, checked, y0, times, t, None, None)
 
 
 def segment_rms_max(x: torch.Tensor, segments: Sequence[tuple[int, int]] | None) -> torch.Tensor:

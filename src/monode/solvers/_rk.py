@@ -1,14 +1,15 @@
 """The explicit Runge-Kutta step, written once: fixed-step and adaptive methods, eager and compiled.
 
-Eagerly `dt` is a Python float, and a term y + (w dt) k is one fused op (`add` with `alpha`); under
-`options['compile']` `t` and `dt` are 0-d tensors (so a graph is not specialised on their values)
-and the same code traces to tensor expressions that the compiler fuses. Only `axpy` / `axpy_` look at
-which of the two they got.
+A step gets its stage times as one tensor or tuple `times` (times[j] = t + c_j dt, made by the caller
+in one op) and `dt`: eagerly a Python float, so a term y + (w dt) k is one fused op (`add` with
+`alpha`); under `options['compile']` a 0-d tensor (so a graph is not specialised on its value), and the
+same code traces to tensor expressions that the compiler fuses. Only `axpy` / `axpy_` look at which of
+the two they got.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Union
 
 import torch
@@ -53,15 +54,20 @@ def weighted_sum(ks: list[torch.Tensor], terms: Terms, dt: Scalar) -> torch.Tens
     return out
 
 
+def stage_times(t: float, dt: float, nodes: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    """[t + c dt for c in nodes], one tensor of the state's dtype on its device."""
+    return torch.tensor([t + c * dt for c in nodes], dtype=like.dtype, device=like.device)
+
+
 def rk_step(
-    func: Field, tab: ButcherTableau, t: torch.Tensor, dt: Scalar, y: torch.Tensor, f0: torch.Tensor
+    func: Field, tab: ButcherTableau, times: Sequence[torch.Tensor], dt: Scalar, y: torch.Tensor, f0: torch.Tensor
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One explicit RK step from (t, y) with f0 = func(t, y): (y1, the stages [f0, k1, ...])."""
+    """One explicit RK step from (times[0], y) with f0 = func(times[0], y): (y1, the stages [f0, k1, ...])."""
     terms = tab.terms
     ks = [f0]
     y_stage = y
     for j in range(1, tab.stages):
         y_stage = combine(y, ks, terms.stages[j], dt)
-        ks.append(func(t + tab.c[j] * dt, y_stage))
+        ks.append(func(times[j], y_stage))
     y1 = y_stage if terms.last_is_solution else combine(y, ks, terms.solution, dt)
     return y1, ks

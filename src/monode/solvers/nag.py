@@ -43,7 +43,7 @@ arXiv:2312.01657. The derivation above is this library's (the paper's update rul
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -69,11 +69,17 @@ class NAG(FixedStepSolver):
             )
         self.momentum = float(momentum)
 
-    def step(self, func: Callable, t: torch.Tensor, dt: Any, y: torch.Tensor, carry: Any) -> tuple[torch.Tensor, Any]:
+    @property
+    def nodes(self) -> tuple[float, ...]:
+        return (0.0, self.momentum)
+
+    def step(
+        self, func: Callable, times: Sequence[torch.Tensor], dt: Any, y: torch.Tensor, carry: Any
+    ) -> tuple[torch.Tensor, Any]:
         if carry is None:  # starter: one forward Euler step, v_1 = f(t_0, x_0)
-            v = func(t, y)
+            v = func(times[0], y)
         else:
             mu = self.momentum
-            look_ahead = func(t + mu * dt, axpy(y, carry, mu * dt))
+            look_ahead = func(times[1], axpy(y, carry, mu * dt))
             v = torch.lerp(look_ahead, carry, mu)  # mu v + (1 - mu) f
         return axpy(y, v, dt), v

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -16,7 +16,7 @@ from ._settings import RunOptions, RunSettings
 class RunResult(NamedTuple):
     """What one training run returns: the per-epoch metric rows and the model's trainable parameters."""
 
-    rows: list[dict[str, float]]
+    rows: list[dict[str, Any]]
     parameters: int
 
 
@@ -92,8 +92,8 @@ class BenchmarkTask:
         """Write task-specific outputs (plots) from the trained `task.model`; nothing by default."""
 
 
-Metrics = dict[str, "float | Tensor"]
-Score = Callable[[nn.Module, tuple[Tensor, ...]], tuple[Tensor, Metrics]]
+Metrics = Mapping[str, "float | Tensor"]
+Score = Callable[[Any, tuple[Tensor, ...]], tuple[Tensor, Metrics]]
 
 
 class ScoredTask:

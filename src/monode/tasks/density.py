@@ -33,12 +33,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..data import TOY2D, sample_toy2d
 from ..dynamics import MLPField
 from ..dynamics.cnf import CNF
 from ..solvers import METHODS
+from ..train import Task
 from ._base import BenchmarkTask
 from ._settings import RunSettings, solver_keywords
 
@@ -68,56 +69,31 @@ class Density(BenchmarkTask):
     models = ("node",)
     metric = "nll"
     higher_is_better = False
+    # FFJORD train_toy.py: dims 64-64-64, tanh, T = 0.5, brute-force trace, dopri5 1e-5, Adam 1e-3, wd 1e-5,
+    # batch 100, 10 000 iterations (fresh samples there; 10 passes over 100 000 here)
+    _paper = dict(epochs=10, lr=1e-3, weight_decay=1e-5, batch_size=100, method="dopri5", rtol=1e-5, atol=1e-5,
+                  step_size=0.05, adjoint=True, dataset="8gaussians", trace="exact", noise="gaussian",
+                  n_train=100_000, n_eval=10_000, hidden=64, depth=4, t_end=0.5, eval_method="dopri5",
+                  eval_tol=1e-5, grid_size=200, n_plot=20_000)  # fmt: skip
     presets = {
-        # FFJORD train_toy.py: dims 64-64-64, tanh, T = 0.5, brute-force trace, dopri5 1e-5, Adam 1e-3,
-        # wd 1e-5, batch 100, 10 000 iterations (fresh samples there; 10 passes over 100 000 here)
-        "paper": dict(
-            epochs=10,
-            lr=1e-3,
-            weight_decay=1e-5,
-            batch_size=100,
-            method="dopri5",
-            rtol=1e-5,
-            atol=1e-5,
-            step_size=0.05,
-            adjoint=True,
-            dataset="8gaussians",
-            trace="exact",
-            noise="gaussian",
-            n_train=100_000,
-            n_eval=10_000,
-            hidden=64,
-            depth=4,
-            t_end=0.5,
-            eval_method="dopri5",
-            eval_tol=1e-5,
-            grid_size=200,
-            n_plot=20_000,
-        ),
+        "paper": _paper,
         # a few minutes on one CPU thread
-        "quick": dict(
-            epochs=30,
-            lr=3e-3,
-            weight_decay=0.0,
-            batch_size=200,
-            method="dopri5",
-            rtol=1e-3,
-            atol=1e-3,
-            step_size=0.05,
-            adjoint=False,
-            dataset="8gaussians",
-            trace="exact",
-            noise="gaussian",
-            n_train=4000,
-            n_eval=2000,
-            hidden=64,
-            depth=4,
-            t_end=0.5,
-            eval_method="dopri5",
-            eval_tol=1e-5,
-            grid_size=100,
-            n_plot=4000,
-        ),
+        "quick": {
+            **_paper,
+            **dict(
+                epochs=30,
+                lr=3e-3,
+                weight_decay=0.0,
+                batch_size=200,
+                rtol=1e-3,
+                atol=1e-3,
+                adjoint=False,
+                n_train=4000,
+                n_eval=2000,
+                grid_size=100,
+                n_plot=4000,
+            ),
+        },  # fmt: skip
     }
 
     def flow(self, s: RunSettings) -> CNF:
@@ -139,13 +115,14 @@ class Density(BenchmarkTask):
 
     def after_training(
         self,
-        task: _DensityTask,
+        task: Task,
         s: RunSettings,
-        out: Path,  # type: ignore[override]
+        out: Path,
         rows: list[dict[str, float]],
     ) -> None:
         """Write <out>/density.png: data, learned density and samples of the trained flow."""
         flow = task.model.eval()
+        assert isinstance(flow, CNF)
         data = sample_toy2d(s["dataset"], int(s["n_plot"]), seed=3000 + s.seed)
         solver = _eval_solver(s)
         with torch.no_grad():
@@ -189,10 +166,10 @@ class _DensityTask:
         self.model, self.train_data, self.eval_data = model, (train,), (test,)
         self.eval_solver = eval_solver
 
-    def loss(self, model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, model: CNF, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
         return -model.log_prob(batch[0]).mean(), {}
 
-    def evaluate(self, model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, float]:
+    def evaluate(self, model: CNF, batch: tuple[Tensor, ...]) -> dict[str, float]:
         return {"nll": float(-model.log_prob(batch[0], "exact", self.eval_solver).mean())}
 
 

@@ -68,63 +68,24 @@ def _score(model: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[st
 
 
 _SOLVER = dict(method="dopri5", adjoint=True, resnet_depth=10)
+_MNIST = dict(_SOLVER, epochs=40, lr=5e-4, batch_size=64, grad_clip=10.0, rtol=1e-4, atol=1e-4, subset=None,
+              test_subset=None)  # fmt: skip
+_CIFAR10 = dict(_SOLVER, epochs=40, lr=1e-3, lr_step=(1000, 0.95), batch_size=256, grad_clip=1.0, rtol=1e-3,
+                atol=1e-3, eval_every=2, subset=None, test_subset=None)  # fmt: skip
 
 MNIST = ImageClassification(
-    "mnist",
-    "MNIST digits (IDX files, --data-dir): accuracy vs forward/backward NFE and time",
-    load_mnist,
-    in_channels=1,
-    image_size=28,
-    presets={
-        "paper": dict(
-            _SOLVER,
-            epochs=40,
-            lr=5e-4,
-            batch_size=64,
-            grad_clip=10.0,
-            rtol=1e-4,
-            atol=1e-4,
-            subset=None,
-            test_subset=None,
-        ),
-        "quick": dict(
-            _SOLVER,
-            epochs=3,
-            lr=1e-3,
-            batch_size=64,
-            grad_clip=10.0,
-            rtol=1e-3,
-            atol=1e-3,
-            subset=2048,
-            test_subset=1000,
-        ),
-    },
-)
+    "mnist", "MNIST digits (IDX files, --data-dir): accuracy vs forward/backward NFE and time", load_mnist,
+    in_channels=1, image_size=28,
+    presets={"paper": _MNIST,
+             "quick": {**_MNIST, **dict(epochs=3, lr=1e-3, rtol=1e-3, atol=1e-3, subset=2048, test_subset=1000)}},
+)  # fmt: skip
 
 CIFAR10 = ImageClassification(
-    "cifar10",
-    "CIFAR-10 (python batches, --data-dir): accuracy vs forward/backward NFE and time",
-    load_cifar10,
-    in_channels=3,
-    image_size=32,
-    presets={
-        "paper": dict(
-            _SOLVER,
-            epochs=40,
-            lr=1e-3,
-            lr_step=(1000, 0.95),
-            batch_size=256,
-            grad_clip=1.0,
-            rtol=1e-3,
-            atol=1e-3,
-            eval_every=2,
-            subset=None,
-            test_subset=None,
-        ),
-        "quick": dict(
-            _SOLVER, epochs=2, lr=1e-3, batch_size=64, grad_clip=1.0, rtol=1e-3, atol=1e-3, subset=1024, test_subset=500
-        ),
-    },
-)
+    "cifar10", "CIFAR-10 (python batches, --data-dir): accuracy vs forward/backward NFE and time", load_cifar10,
+    in_channels=3, image_size=32,
+    presets={"paper": _CIFAR10,
+             "quick": {**_CIFAR10, **dict(epochs=2, lr_step=None, batch_size=64, eval_every=1, subset=1024,
+                                          test_subset=500)}},
+)  # fmt: skip
 
 __all__ = ["ImageClassification", "MNIST", "CIFAR10"]

@@ -77,44 +77,18 @@ class PlaneVibration(BenchmarkTask):
     models = tuple(MODELS)
     metric = "forecast_mse"
     higher_is_better = False
+    # HBNODE protocol (trainpv.py): dopri5 rtol = atol = 1e-7 with the adjoint, batch 64, 500 epochs,
+    # Adam {0: 1e-3, 50: 1e-4}, clip 1, pre_shrink 0.01, evaluation every epoch
+    _paper = dict(epochs=500, lr=1e-3, lr_milestones={0: 1e-3, 50: 1e-4}, batch_size=64, method="dopri5", rtol=1e-7,
+                  atol=1e-7, adjoint=True, grad_clip=1.0, pre_shrink=0.01, recon_weight=0.1, eval_split="test",
+                  seq_len=64, max_batches=None, compile=True)  # fmt: skip
     presets = {
-        # HBNODE protocol (trainpv.py): dopri5 rtol = atol = 1e-7 with the adjoint, batch 64, 500 epochs,
-        # Adam {0: 1e-3, 50: 1e-4}, clip 1, pre_shrink 0.01, evaluation every epoch
-        "paper": dict(
-            epochs=500,
-            lr=1e-3,
-            lr_milestones={0: 1e-3, 50: 1e-4},
-            batch_size=64,
-            method="dopri5",
-            rtol=1e-7,
-            atol=1e-7,
-            adjoint=True,
-            grad_clip=1.0,
-            pre_shrink=0.01,
-            recon_weight=0.1,
-            eval_split="test",
-            seq_len=64,
-            max_batches=None,
-            compile=True,
-        ),
+        "paper": _paper,
         # minutes on a CPU: looser tolerance (1e-4), 4 of the 8 batches per epoch, constant lr
-        "quick": dict(
-            epochs=8,
-            lr=1e-3,
-            lr_milestones=None,
-            batch_size=64,
-            method="dopri5",
-            rtol=1e-4,
-            atol=1e-4,
-            adjoint=True,
-            grad_clip=1.0,
-            pre_shrink=0.01,
-            recon_weight=0.1,
-            eval_split="test",
-            seq_len=64,
-            max_batches=4,
-            compile=False,
-        ),
+        "quick": {
+            **_paper,
+            **dict(epochs=8, lr_milestones=None, rtol=1e-4, atol=1e-4, max_batches=4, compile=False),
+        },  # fmt: skip
     }
 
     def build(self, s: RunSettings) -> ScoredTask:

@@ -50,33 +50,13 @@ class PointCloud(BenchmarkTask):
     summary = "separate nested spheres (generated, 2-D or n-D): accuracy vs forward/backward NFE"
     models = tuple(MODELS)
     metric = "accuracy"
+    # NesterovNODE protocol: Adam 1e-2, 200 epochs, batch 50, dopri5 tol 1e-7, 40 inner / 80 outer points
+    _paper = dict(epochs=200, lr=1e-2, batch_size=50, method="dopri5", rtol=1e-7, atol=1e-7, adjoint=True, dim=2,
+                  n_inner=40, n_outer=80)  # fmt: skip
     presets = {
-        # NesterovNODE protocol: Adam 1e-2, 200 epochs, batch 50, dopri5 tol 1e-7, 40 inner / 80 outer points
-        "paper": dict(
-            epochs=200,
-            lr=1e-2,
-            batch_size=50,
-            method="dopri5",
-            rtol=1e-7,
-            atol=1e-7,
-            adjoint=True,
-            dim=2,
-            n_inner=40,
-            n_outer=80,
-        ),
+        "paper": _paper,
         # minutes on a CPU for all models (the README demo)
-        "quick": dict(
-            epochs=60,
-            lr=1e-2,
-            batch_size=60,
-            method="dopri5",
-            rtol=1e-5,
-            atol=1e-5,
-            adjoint=True,
-            dim=2,
-            n_inner=120,
-            n_outer=240,
-        ),
+        "quick": {**_paper, **dict(epochs=60, batch_size=60, rtol=1e-5, atol=1e-5, n_inner=120, n_outer=240)},
     }
 
     def build(self, s: RunSettings) -> ScoredTask:

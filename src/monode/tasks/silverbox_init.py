@@ -62,6 +62,7 @@ class ForcedLinearEnsemble(nn.Module):
 
         self.weight = nn.Parameter(uniform(draws, in_features + 1, out_features))
         self.bias = nn.Parameter(uniform(draws, 1, out_features))
+        self.forcing: Tensor
         self.register_buffer("forcing", forcing)
         self.t0, self.offset = t0, 0.0
 
@@ -109,7 +110,8 @@ def log10_mean_norm(
         momenta[1] = momenta[0] ** 2
     variables = h0 if spec.state_size == 1 else (h0, *momenta)
     block, net = ODEBlock(field, **solver), field.net
-    norms = []
+    assert isinstance(net, ForcedLinearEnsemble)
+    norms: list[Tensor] = []
     with torch.no_grad():
         for step in range(steps):
             if step:
@@ -117,10 +119,9 @@ def log10_mean_norm(
                 variables = block(variables, output="variables")
             parts = (variables,) if isinstance(variables, Tensor) else variables
             norms.append(torch.cat(parts, dim=1).norm(dim=1))
-    norms = torch.stack(norms)  # [steps, draws]
     ensemble = sum(p.numel() for p in net.parameters())
     scalars = sum(p.numel() for p in field.parameters() if p.requires_grad) - ensemble  # gamma~, xi~, ...
-    return norms.mean(dim=1).log10().numpy(), ensemble // draws + scalars
+    return torch.stack(norms).mean(dim=1).log10().numpy(), ensemble // draws + scalars  # norms: [steps, draws]
 
 
 class SilverboxInit(BenchmarkTask):
@@ -158,7 +159,9 @@ class SilverboxInit(BenchmarkTask):
         solver = s.solver()
         solver.pop("adjoint", None)
         record = load_silverbox(s.data_dir)
-        curves, rows, total = {}, [], 0
+        curves: dict[str, np.ndarray] = {}
+        rows: list[dict[str, Any]] = []
+        total = 0
         for name in self.model_names(s.model):
             curve, params = log10_mean_norm(
                 name,

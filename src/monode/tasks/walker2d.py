@@ -69,44 +69,18 @@ class Walker2D(BenchmarkTask):
     models = tuple(MODELS)
     metric = "mse"
     higher_is_better = False
+    # HBNODE protocol: dopri5 rtol = atol = 1e-7 with the adjoint, batch 256, 500 epochs, clip 1, test every
+    # 20 epochs; lr_milestones None = the model's official schedule (LR_SCHEDULES)
+    _paper = dict(epochs=500, lr=1e-3, lr_milestones=None, batch_size=256, method="dopri5", rtol=1e-7, atol=1e-7,
+                  adjoint=True, grad_clip=1.0, eval_every=20, eval_split="test", f_depth=1, seq_len=64,
+                  max_batches=None, compile=True)  # fmt: skip
     presets = {
-        # HBNODE protocol: dopri5 rtol = atol = 1e-7 with the adjoint, batch 256, 500 epochs, clip 1,
-        # test every 20 epochs; lr_milestones None = the model's official schedule (LR_SCHEDULES)
-        "paper": dict(
-            epochs=500,
-            lr=1e-3,
-            lr_milestones=None,
-            batch_size=256,
-            method="dopri5",
-            rtol=1e-7,
-            atol=1e-7,
-            adjoint=True,
-            grad_clip=1.0,
-            eval_every=20,
-            eval_split="test",
-            f_depth=1,
-            seq_len=64,
-            max_batches=None,
-            compile=True,
-        ),
+        "paper": _paper,
         # minutes on a CPU: looser tolerance (1e-4), 8 batches of 64 per epoch, constant lr
-        "quick": dict(
-            epochs=5,
-            lr=3e-3,
-            lr_milestones=None,
-            batch_size=64,
-            method="dopri5",
-            rtol=1e-4,
-            atol=1e-4,
-            adjoint=True,
-            grad_clip=1.0,
-            eval_every=1,
-            eval_split="test",
-            f_depth=1,
-            seq_len=64,
-            max_batches=8,
-            compile=False,
-        ),
+        "quick": {
+            **_paper,
+            **dict(epochs=5, lr=3e-3, batch_size=64, rtol=1e-4, atol=1e-4, eval_every=1, max_batches=8, compile=False),
+        },  # fmt: skip
     }
 
     def settings(self, opts: RunOptions) -> RunSettings:
