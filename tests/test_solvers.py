@@ -204,7 +204,9 @@ def test_gradcheck(method: str, adjoint: bool) -> None:
 
         solve = odeint_adjoint if adjoint else odeint
         kw = dict(adjoint_params=(w_, b_)) if adjoint else {}
-        h, m = solve(f, (h0, m0), t, rtol=1e-10, atol=1e-12, method=method, options=opts, **kw)
+        low_order = method in ADAPTIVE and METHODS[method].tableau.order < 5  # bosh3: 1e-10 doubles the test time
+        tol = dict(rtol=1e-9, atol=1e-11) if low_order else dict(rtol=1e-10, atol=1e-12)
+        h, m = solve(f, (h0, m0), t, **tol, method=method, options=opts, **kw)
         return h[1:].sum(-1), m[-1]
 
     inputs = (
