@@ -193,7 +193,7 @@ def test_gradcheck(method: str, adjoint: bool) -> None:
     field = _grad_problem()
     t = torch.tensor([0.0, 0.3, 0.6], dtype=F64)
     # the continuous adjoint of a fixed-step method matches the discrete gradient only to O(h^order)
-    step = {"euler": 5e-4, "nag": 5e-4, "midpoint": 0.01}.get(method, 0.05) if adjoint else 0.05
+    step = {"euler": 1e-3, "nag": 1e-3, "midpoint": 0.01}.get(method, 0.05) if adjoint else 0.05
     opts = _opts(method, step)
     w, b = field.lin.weight, field.lin.bias
 
@@ -215,7 +215,7 @@ def test_gradcheck(method: str, adjoint: bool) -> None:
         w.detach().clone().requires_grad_(True),
         b.detach().clone().requires_grad_(True),
     )
-    atol = 1e-3 if (adjoint and method in ("euler", "nag")) else (2e-5 if adjoint else 1e-6)
+    atol = 2e-3 if (adjoint and method in ("euler", "nag")) else (2e-5 if adjoint else 1e-6)
     assert torch.autograd.gradcheck(run_direct, inputs, atol=atol, rtol=1e-3)
 
 
