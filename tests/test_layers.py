@@ -201,3 +201,12 @@ def test_odernn_adjoint_matches_torchdiffeq_per_solve_reference():
     assert (stats.forward_nfe, stats.backward_nfe) == (forward, len(calls) - forward)
     for a, p in zip(ours, rnn.parameters()):
         torch.testing.assert_close(a, p.grad, rtol=1e-6, atol=1e-9)
+
+
+def test_odernn_refuses_an_empty_sequence_and_negative_gaps() -> None:
+    field = build_model("hbnode", dim=2, hidden=3)
+    rnn = ODERNN(field, lambda v, x: v, hidden_size=2, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="no observations"):
+        rnn(torch.zeros(0, 4, 2), torch.zeros(0, 4))
+    with pytest.raises(ValueError, match="gaps dt must be >= 0, got a minimum of -0.5"):
+        rnn(torch.zeros(3, 4, 2), torch.full((3, 4), 0.1).index_fill_(0, torch.tensor([1]), -0.5))

@@ -135,3 +135,18 @@ def test_every_model_builds_for_point_cloud() -> None:
         built = task.build(task.settings(opts))
         out = built.model(built.train_data[0][:5])
         assert out.shape == (5, 1) and torch.isfinite(out).all()
+
+
+def test_cli_version(capsys) -> None:
+    import monode
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"monode {monode.__version__}"
+
+
+def test_step_size_with_an_adaptive_method_is_a_one_line_error(tmp_path, capsys) -> None:
+    argv = ["train", "point-cloud", "--model", "node", "--step-size", "0.1", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("monode: error: --step-size 0.1 applies to fixed-step methods") and err.count("\n") == 1

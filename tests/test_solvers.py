@@ -504,3 +504,45 @@ def test_nan_error_norm_with_atol_zero_is_named() -> None:
     f = lambda t, y: torch.stack([-y[0], 0 * y[1]])  # noqa: E731  the second component stays exactly 0
     with pytest.raises(NonFiniteStateError, match="atol=0"):
         odeint(f, torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), atol=0.0)
+
+
+def test_tolerances_below_the_dtype_resolution_are_refused() -> None:
+    """bfloat16/float16 at the default tolerances would return a wrong number silently (bfloat16: y(1) = 0.94
+    for y' = -y); float32 at the papers' 1e-7 is fine."""
+    t = torch.tensor([0.0, 1.0])
+    for dtype in (torch.bfloat16, torch.float16):
+        with pytest.raises(ODEInputError, match=rf"rtol=1e-07 and atol=1e-09 are below what {dtype} resolves"):
+            odeint(lambda t, y: -y, torch.ones(2, dtype=dtype), t.to(dtype))
+        with pytest.raises(ODEInputError, match="below what"):
+            odeint_adjoint(lambda t, y: -y, torch.ones(2, dtype=dtype), t.to(dtype), adjoint_params=())
+        y = odeint(lambda t, y: -y, torch.ones(2, dtype=dtype), t.to(dtype), rtol=1e-2, atol=1e-3)
+        assert abs(float(y[-1, 0]) - math.exp(-1.0)) < 2e-2
+    y = odeint(lambda t, y: -y, torch.ones(2), t, rtol=1e-7, atol=1e-7)
+    assert abs(float(y[-1, 0]) - math.exp(-1.0)) < 1e-6
+
+
+def test_field_output_dtype_must_match_the_state() -> None:
+    with pytest.raises(ODEInputError, match=r"func output has dtype torch.float64, but the state y0 has dtype"):
+        odeint(lambda t, y: (-y).double(), torch.ones(2), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ODEInputError, match=r"output\[1\] has dtype torch.float64"):
+        odeint(lambda t, s: (s[0], s[1].double()), (torch.ones(2), torch.ones(2)), torch.tensor([0.0, 1.0]))
+
+
+def test_tiny_fixed_step_is_refused_before_building_the_grid() -> None:
+    """Counting comes first: 10^9 steps are refused without making a point of the grid."""
+    with pytest.raises(MaxStepsExceededError, match="the grid needs 1000000000 steps"):
+        odeint(lambda t, y: -y, torch.ones(3), torch.tensor([0.0, 1.0]), method="rk4", options=dict(step_size=1e-9))
+
+
+@pytest.mark.parametrize("name,value", [("safety", 0.0), ("ifactor", "x"), ("dfactor", 2.0), ("first_step", -1.0)])
+def test_adaptive_step_control_options_are_validated(name: str, value: object) -> None:
+    with pytest.raises(ODEInputError, match=name):
+        odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), options={name: value})
+
+
+def test_options_of_the_wrong_type_and_a_bad_adjoint_norm_fail_at_the_call() -> None:
+    t = torch.tensor([0.0, 1.0])
+    with pytest.raises(ODEInputError, match="options must be a dict or None, got list"):
+        odeint(lambda t, y: -y, torch.ones(2), t, options=[("step_size", 0.1)])  # type: ignore[arg-type]
+    with pytest.raises(ODEInputError, match=r"adjoint_options\['norm'\] must be 'seminorm', 'mixed' or callable"):
+        odeint_adjoint(lambda t, y: -y, torch.ones(2), t, adjoint_params=(), adjoint_options=dict(norm="bogus"))

@@ -7,6 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from . import __version__
 from .tasks import TASKS, RunOptions, parse_override
 
 
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Momentum-accelerated neural ODEs: train and compare "
         "the models of the HBNODE, AdamNODE and NesterovNODE papers and the NAG solver.",
     )
+    parser.add_argument("--version", action="version", version=f"monode {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tasks", help="list the benchmark tasks").set_defaults(func=cmd_tasks)
     sub.add_parser("models", help="list the models").set_defaults(func=cmd_models)

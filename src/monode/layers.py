@@ -198,6 +198,10 @@ class ODERNN(_Integrator):
             raise ValueError(
                 f"dt must have shape [T, B] = {tuple(x.shape[:2])} (the leading dims of x), got {tuple(dt.shape)}"
             )
+        if x.shape[0] == 0:
+            raise ValueError("ODERNN.forward: x has no observations (T = 0); give at least one")
+        if bool((dt < 0).any()):
+            raise ValueError(f"ODERNN.forward: gaps dt must be >= 0, got a minimum of {float(dt.min()):g}")
         if variables is None:
             if self.hidden_size is None:
                 raise ValueError("ODERNN.forward: pass variables= or construct the layer with hidden_size=")

@@ -235,15 +235,10 @@ def odeint_adjoint(
         raise ODEInputError(f"adjoint_options['norm'] must be 'seminorm', 'mixed' or callable, got {adjoint_norm!r}")
 
     prob = prepare(func, y0, t)
-    solver = make_solver(method, options, rtol, atol, state_norm(prob, options.get("norm")))
-    make_solver(
-        adjoint_method,
-        adjoint_options,
-        adjoint_rtol,
-        adjoint_atol,
-        lambda z: segment_rms_max(z, None),
-        what="adjoint_method",
-    )  # validate the backward configuration now, not at backward time
+    solver = make_solver(method, options, rtol, atol, state_norm(prob, options.get("norm")), dtype=prob.y0.dtype)
+    # the backward configuration is validated now, not at backward time
+    make_solver(adjoint_method, adjoint_options, adjoint_rtol, adjoint_atol, lambda z: segment_rms_max(z, None),
+                what="adjoint_method", dtype=prob.y0.dtype)  # fmt: skip
 
     closed_form = scales = None
     if isinstance(func, ParametrizedField):

@@ -71,9 +71,13 @@ def check_output_structure(out: Any, y0: Any) -> None:
             if not isinstance(o, torch.Tensor) or o.shape != y.shape:
                 shape = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
                 raise ODEInputError(f"func output[{i}] has shape {shape}, but state y0[{i}] has shape {tuple(y.shape)}")
+            if o.dtype != y.dtype:
+                raise ODEInputError(f"func output[{i}] has dtype {o.dtype}, but state y0[{i}] has dtype {y.dtype}")
     elif not isinstance(out, torch.Tensor) or out.shape != y0.shape:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ODEInputError(f"func output has shape {shape}, but the state y0 has shape {tuple(y0.shape)}")
+    elif out.dtype != y0.dtype:
+        raise ODEInputError(f"func output has dtype {out.dtype}, but the state y0 has dtype {y0.dtype}")
 
 
 @dataclasses.dataclass
@@ -232,3 +236,15 @@ def check_options(options: Any, name: str = "options") -> dict:
     if not isinstance(options, dict):
         raise ODEInputError(f"{name} must be a dict or None, got {type(options).__name__}: {options!r}")
     return options
+
+
+def check_resolvable(method: str, rtol: float, atol: float, dtype: torch.dtype) -> None:
+    """An adaptive method's tolerances must be within what the state's dtype resolves: with both rtol and atol
+    below a tenth of its machine epsilon the error estimate is rounding noise, and the solve would either
+    stall or stop anywhere (bfloat16 at the default tolerances returns y(1) = 0.94 for y' = -y)."""
+    eps = torch.finfo(dtype).eps
+    if rtol < eps / 10 and atol < eps / 10:
+        raise ODEInputError(
+            f"{method}: rtol={rtol:g} and atol={atol:g} are below what {dtype} resolves (machine epsilon {eps:.3g}): "
+            f"use tolerances >= {eps:.1g}, a fixed-step method, or a wider dtype"
+        )

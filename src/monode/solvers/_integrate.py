@@ -9,7 +9,7 @@ import torch
 
 from ._adaptive import AdaptiveRungeKutta
 from ._errors import ODEInputError
-from ._inputs import Func, Problem, check_options, check_tolerance, prepare, segment_rms_max
+from ._inputs import Func, Problem, check_options, check_resolvable, check_tolerance, prepare, segment_rms_max
 from ._registry import METHODS
 from ._stats import SolverStats, active_recorders, report
 
@@ -19,9 +19,16 @@ Norm = Callable[[torch.Tensor], torch.Tensor]
 
 
 def make_solver(
-    method: str | None, options: dict | None, rtol: float, atol: float, norm: Norm, what: str = "method"
+    method: str | None,
+    options: dict | None,
+    rtol: float,
+    atol: float,
+    norm: Norm,
+    what: str = "method",
+    dtype: torch.dtype | None = None,
 ) -> Any:
-    """The solver object of `method` with `options` (each validated; `norm` already resolved on the flat state)."""
+    """The solver object of `method` with `options` (each validated; `norm` already resolved on the flat state;
+    an adaptive method's tolerances checked against the state's `dtype` when given)."""
     method = "dopri5" if method is None else method
     if not isinstance(method, str) or method not in METHODS:
         raise ODEInputError(f"{what}={method!r} is not a monode solver; choose one of {sorted(METHODS)}")
@@ -31,6 +38,8 @@ def make_solver(
     if unknown:
         raise ODEInputError(f"{what}={method!r} does not take option(s) {unknown}; valid options: {list(cls.options)}")
     if issubclass(cls, AdaptiveRungeKutta):
+        if dtype is not None:
+            check_resolvable(f"{what}={method!r}", rtol, atol, dtype)
         options["norm"] = norm
         return cls(rtol=rtol, atol=atol, **options)
     options.pop("norm", None)
@@ -109,7 +118,8 @@ def odeint(
     """
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     prob = prepare(func, y0, t)
-    solver = make_solver(method, options, rtol, atol, state_norm(prob, check_options(options).get("norm")))
+    norm = state_norm(prob, check_options(options).get("norm"))
+    solver = make_solver(method, options, rtol, atol, norm, dtype=prob.y0.dtype)
     sol, stats = solver.integrate(prob.func, prob.y0, prob.times)
     record_forward(stats, sol, backprop=True)
     return prob.unflatten(sol)
