@@ -93,7 +93,7 @@ class Density(BenchmarkTask):
                 grid_size=100,
                 n_plot=4000,
             ),
-        },  # fmt: skip
+        },
     }
 
     def flow(self, s: RunSettings) -> CNF:

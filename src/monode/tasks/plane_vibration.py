@@ -88,7 +88,7 @@ class PlaneVibration(BenchmarkTask):
         "quick": {
             **_paper,
             **dict(epochs=8, lr_milestones=None, rtol=1e-4, atol=1e-4, max_batches=4, compile=False),
-        },  # fmt: skip
+        },
     }
 
     def build(self, s: RunSettings) -> ScoredTask:

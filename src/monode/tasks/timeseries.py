@@ -166,7 +166,7 @@ class TimeSeries(BenchmarkTask):
                 holdout=0.5,
                 quantization=1.0,
             ),
-        },  # fmt: skip
+        },
     }
 
     def build(self, s: RunSettings) -> _TimeSeriesTask:

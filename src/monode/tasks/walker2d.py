@@ -80,7 +80,7 @@ class Walker2D(BenchmarkTask):
         "quick": {
             **_paper,
             **dict(epochs=5, lr=3e-3, batch_size=64, rtol=1e-4, atol=1e-4, eval_every=1, max_batches=8, compile=False),
-        },  # fmt: skip
+        },
     }
 
     def settings(self, opts: RunOptions) -> RunSettings:
