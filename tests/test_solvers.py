@@ -546,3 +546,15 @@ def test_options_of_the_wrong_type_and_a_bad_adjoint_norm_fail_at_the_call() -> 
         odeint(lambda t, y: -y, torch.ones(2), t, options=[("step_size", 0.1)])  # type: ignore[arg-type]
     with pytest.raises(ODEInputError, match=r"adjoint_options\['norm'\] must be 'seminorm', 'mixed' or callable"):
         odeint_adjoint(lambda t, y: -y, torch.ones(2), t, adjoint_params=(), adjoint_options=dict(norm="bogus"))
+
+
+def test_nan_error_norm_on_a_finite_trial_step_names_atol() -> None:
+    """A norm that turns NaN on finite values (after the start's three calls) is reported with the atol in use."""
+    calls = []
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return x.abs().max() if len(calls) <= 3 else torch.tensor(float("nan"))
+
+    with pytest.raises(NonFiniteStateError, match=r"error norm is NaN at t=0 .* atol=1e-09 "):
+        odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), options=dict(norm=norm))

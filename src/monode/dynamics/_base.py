@@ -22,7 +22,7 @@ coefficients on every call, and the adjoint differentiates `field.parameters()` 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Protocol, Union, cast
+from typing import Any, NamedTuple, Protocol, Union, cast, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,7 @@ Coefficients = tuple[torch.Tensor | None, ...]
 """A family's named tuple of coefficient tensors (None for an absent term)."""
 
 
+@runtime_checkable
 class ClosedFormNetwork(Protocol):
     """An f network with a closed-form VJP (`MLPField`): what `rhs_forward` / `rhs_backward` call."""
 
@@ -176,11 +177,10 @@ class VectorField(nn.Module):
         """Whether `rhs_forward` / `rhs_backward` apply: the family implements them, f is the only submodule
         and has a closed-form VJP itself (`MLPField`), and every gate has a known derivative (families with
         gates extend this)."""
-        net_closed_form = getattr(self.net, "closed_form", None)
         return (
             type(self).rhs_backward is not VectorField.rhs_backward
-            and callable(net_closed_form)
-            and bool(net_closed_form())
+            and isinstance(self.net, ClosedFormNetwork)
+            and self.net.closed_form()
             and len(list(self.children())) == 1
         )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -61,8 +61,7 @@ class ClosedFormTimeScaledField(TimeScaledField, ClosedFormField):
 
     def vjp(self, t: torch.Tensor, state: State, cotangent: State) -> tuple[State, State, tuple[torch.Tensor, ...]]:
         """The inner field's `vjp` with cotangent c * scale, its output scaled."""
-        scale, inner = self.scale, self.field
-        assert isinstance(inner, ClosedFormField)
+        scale, inner = self.scale, cast(ClosedFormField, self.field)  # `time_scaled` checked it once
         if isinstance(cotangent, torch.Tensor):
             out, grad_state, grads = inner.vjp(t, state, cotangent * scale)
             return out * scale, grad_state, grads

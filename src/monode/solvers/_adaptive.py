@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
 from . import _compile
 from ._errors import MaxStepsExceededError, ODEInputError, StepSizeUnderflowError
-from ._fixed import DEFAULT_MAX_NUM_STEPS, check_max_num_steps
-from ._inputs import time_tensor
+from ._fixed import DEFAULT_MAX_NUM_STEPS
+from ._inputs import check_max_num_steps, check_positive, time_tensor
 from ._interpolation import interpolate
 from ._nonfinite import NonFiniteTrials
 from ._rk import Scalar, rk_step, stage_times, weighted_sum
@@ -34,20 +34,6 @@ from ._stats import SolverStats
 from ._tableau import ButcherTableau
 
 Norm = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _positive(method: str, name: str, value: Any, allow_inf: bool = False) -> float:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and value > 0
-        and (allow_inf or math.isfinite(value))
-    )
-    if not ok:
-        raise ODEInputError(
-            f"{method}: options['{name}'] must be a {'' if allow_inf else 'finite '}float > 0, got {value!r}"
-        )
-    return float(value)
 
 
 class AdaptiveRungeKutta:
@@ -80,15 +66,15 @@ class AdaptiveRungeKutta:
         compile: bool | dict = False,
     ) -> None:
         name = self.name
-        self.first_step = None if first_step is None else _positive(name, "first_step", first_step)
-        self.safety = _positive(name, "safety", safety)
-        self.ifactor = _positive(name, "ifactor", ifactor)
-        self.dfactor = _positive(name, "dfactor", dfactor)
+        self.first_step = None if first_step is None else check_positive(name, "first_step", first_step)
+        self.safety = check_positive(name, "safety", safety)
+        self.ifactor = check_positive(name, "ifactor", ifactor)
+        self.dfactor = check_positive(name, "dfactor", dfactor)
         if not self.dfactor <= 1.0 <= self.ifactor:
             raise ODEInputError(
                 f"{name}: options need dfactor <= 1 <= ifactor, got dfactor={dfactor!r}, ifactor={ifactor!r}"
             )
-        self.max_step = _positive(name, "max_step", max_step, allow_inf=True)
+        self.max_step = check_positive(name, "max_step", max_step, allow_inf=True)
         self.max_num_steps = check_max_num_steps(name, max_num_steps)
         self.compile = _compile.check_option(name, compile)
         self.rtol, self.atol, self.norm = rtol, atol, norm
@@ -148,8 +134,7 @@ class AdaptiveRungeKutta:
     ) -> tuple[torch.Tensor, list[torch.Tensor], float]:
         times = stage_times(t, dt, self.tableau.c, y)
         if self.compile:
-            dt_tensor = torch.tensor(dt, dtype=y.dtype, device=y.device)
-            out = _compile.call(self, "step", y.device, func, times, dt_tensor, y, f, self._atol())
+            out = _compile.call(self, "step", y.device, func, times, time_tensor([dt], y)[0], y, f, self._atol())
             if out is not None:
                 return out[0], out[1], float(out[2])
         y1, ks, ratio = self.step(func, times.unbind(), dt, y, f, self._atol())
@@ -167,7 +152,7 @@ class AdaptiveRungeKutta:
         f0, estimates = out if out is not None else self.start(func, t0_tensor, y0, direction, self._atol())
         dt, d0, d1 = estimates.tolist()
         if not (math.isfinite(d0) and math.isfinite(d1)):
-            raise trials.error_at(t0, y0, f0, self.atol)
+            raise trials.error_at(t0, y0, f0)
         return f0, dt
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -179,7 +164,7 @@ class AdaptiveRungeKutta:
             return torch.stack(outputs), stats
         tab = self.tableau
         direction = 1.0 if times[-1] > times[0] else -1.0
-        trials = NonFiniteTrials(self.name, direction)
+        trials = NonFiniteTrials(self.name, direction, self.atol)
         t, y = times[0], y0
         f, dt = self._begin(func, t, y0, direction, trials)
         nfe = 1 if self.first_step is not None else 2

@@ -107,7 +107,7 @@ def _autograd_dynamics(prob: Problem, params: list[torch.Tensor], n: int) -> Fun
 def _closed_form_dynamics(prob: Problem, closed_form: _ClosedForm, n: int) -> Func:
     """The same dynamics from the field's closed-form VJP (no autograd), taken with the cotangent -a so that
     its products are the derivatives -a df/dy, -a df/dp themselves."""
-    structured = prob.shapes is not None
+    structured = prob.layout is not None
     vjp, selected = closed_form.vjp, closed_form.positions
 
     def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -19,17 +19,12 @@ import torch
 
 from . import _compile
 from ._errors import MaxStepsExceededError, NonFiniteStateError, ODEInputError
+from ._inputs import check_max_num_steps, check_positive, time_tensor
 from ._rk import rk_step, stage_times
 from ._stats import SolverStats
 from ._tableau import ButcherTableau
 
 DEFAULT_MAX_NUM_STEPS = 10_000
-
-
-def check_max_num_steps(method: str, value: Any) -> int:
-    if isinstance(value, bool) or not (isinstance(value, int) and value > 0):
-        raise ODEInputError(f"{method}: options['max_num_steps'] must be an int > 0, got {value!r}")
-    return value
 
 
 class FixedStepSolver:
@@ -49,13 +44,7 @@ class FixedStepSolver:
     ) -> None:
         if step_size is not None and grid is not None:
             raise ODEInputError(f"{self.name}: pass options step_size or grid, not both")
-        if step_size is not None and (
-            isinstance(step_size, bool)
-            or not isinstance(step_size, (int, float))
-            or not (step_size > 0 and math.isfinite(step_size))
-        ):
-            raise ODEInputError(f"{self.name}: options['step_size'] must be a finite float > 0, got {step_size!r}")
-        self.step_size = None if step_size is None else float(step_size)
+        self.step_size = None if step_size is None else check_positive(self.name, "step_size", step_size)
         self.grid = None if grid is None else [float(v) for v in torch.as_tensor(grid).reshape(-1).tolist()]
         self.compile = _compile.check_option(self.name, compile)
         self.max_num_steps = check_max_num_steps(self.name, max_num_steps)
@@ -106,9 +95,7 @@ class FixedStepSolver:
         """`step` from the float time t, compiled when options['compile'] is set."""
         times = stage_times(t, dt, self.nodes, y)
         if self.compile:
-            out = _compile.call(
-                self, "step", y.device, func, times, torch.tensor(dt, dtype=y.dtype, device=y.device), y, carry
-            )
+            out = _compile.call(self, "step", y.device, func, times, time_tensor([dt], y)[0], y, carry)
             if out is not None:
                 return out
         return self.step(func, times.unbind(), dt, y, carry)

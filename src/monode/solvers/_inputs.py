@@ -21,29 +21,42 @@ from ._errors import ODEInputError
 Func = Callable[[torch.Tensor, Any], Any]
 
 
-def _split(flat: torch.Tensor, numels: list[int], shapes: list[torch.Size]) -> tuple[torch.Tensor, ...]:
-    """A flat state [N] as views (y1, y2, ...) of the given shapes (one view and an unbind when they are equal,
-    as for every momentum model)."""
-    if all(s == shapes[0] for s in shapes):
-        return flat.view(len(shapes), *shapes[0]).unbind(0)
-    return tuple(p.view(s) for p, s in zip(flat.split_with_sizes(numels), shapes))
+class _Layout:
+    """Where the parts (y1, y2, ...) of a tuple state sit in one flat tensor: shapes, sizes, segments.
 
+    When the parts have equal shapes (every momentum model) a split is one view and an unbind, and a join
+    one stack; otherwise `split_with_sizes` and a concatenation."""
 
-def _join(parts: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(y1, y2, ...) as one flat tensor, the inverse of `_split` (one stack when the shapes are equal)."""
-    if all(p.shape == parts[0].shape for p in parts):
-        return torch.stack(tuple(parts)).view(-1)
-    return torch.cat([p.reshape(-1) for p in parts])
+    def __init__(self, shapes: Sequence[torch.Size]) -> None:
+        self.shapes = list(shapes)
+        self.numels = [math.prod(s) for s in self.shapes]
+        self.uniform = all(s == self.shapes[0] for s in self.shapes)
+        bounds = [0]
+        for n in self.numels:
+            bounds.append(bounds[-1] + n)
+        self.segments = list(zip(bounds[:-1], bounds[1:]))
+
+    def split(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A flat state [N] as views (y1, y2, ...)."""
+        if self.uniform:
+            return flat.view(len(self.shapes), *self.shapes[0]).unbind(0)
+        return tuple(p.view(s) for p, s in zip(flat.split_with_sizes(self.numels), self.shapes))
+
+    def join(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(y1, y2, ...) shaped as `shapes` as one flat tensor, the inverse of `split`."""
+        if self.uniform:
+            return torch.stack(tuple(parts)).view(-1)
+        return torch.cat([p.reshape(-1) for p in parts])
 
 
 class _TupleFunc:
     """func(t, (y1, y2, ...)) -> (dy1, dy2, ...) seen as a function of one flat tensor."""
 
-    def __init__(self, func: Func, shapes: list[torch.Size], numels: list[int]) -> None:
-        self.func, self.shapes, self.numels = func, shapes, numels
+    def __init__(self, func: Func, layout: _Layout) -> None:
+        self.func, self.layout = func, layout
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return _join(self.func(t, _split(y, self.numels, self.shapes)))
+        return self.layout.join(self.func(t, self.layout.split(y)))
 
 
 class _CheckedFunc:
@@ -89,36 +102,36 @@ class Problem:
     y0: torch.Tensor
     times: list[float]
     t: torch.Tensor
-    shapes: list[torch.Size] | None  # None for a single-tensor state
-    segments: list[tuple[int, int]] | None  # None: one segment covering the state
+    layout: _Layout | None  # None for a single-tensor state
 
     def __post_init__(self) -> None:
         self.shape = self.y0.shape  # (a traced `split` then depends on the shape only, not on y0 itself)
-        self.numels = None if self.shapes is None else [math.prod(s) for s in self.shapes]
+
+    @property
+    def segments(self) -> list[tuple[int, int]] | None:
+        """The tuple parts' (start, end) in the flat state; None: one segment covering it."""
+        return None if self.layout is None else self.layout.segments
 
     def split(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """A flat state [N] as views in the user's structure: (y,) or (y1, y2, ...)."""
-        if self.shapes is None:
-            return (flat.view(self.shape),)
-        assert self.numels is not None
-        return _split(flat, self.numels, self.shapes)
+        return (flat.view(self.shape),) if self.layout is None else self.layout.split(flat)
 
     def join(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         """The user's structure (y,) or (y1, y2, ...) as one flat tensor (the inverse of `split`)."""
-        return parts[0].reshape(-1) if self.shapes is None else _join(parts)
+        return parts[0].reshape(-1) if self.layout is None else self.layout.join(parts)
 
     def call_structured(self, t: torch.Tensor, parts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """func on the user's structure, returning a tuple of derivative parts (no flattening)."""
-        if self.shapes is None:
+        if self.layout is None:
             return (self.func(t, parts[0]),)
         return tuple(self.inner(t, parts))
 
     def unflatten(self, sol: torch.Tensor) -> Any:
         """[T, N] flat solution -> tensor [T, *shape] or tuple of such tensors."""
-        if self.shapes is None:
+        if self.layout is None:
             return sol
-        numels = [math.prod(s) for s in self.shapes]
-        return tuple(p.view(len(self.times), *s) for p, s in zip(sol.split(numels, dim=1), self.shapes))
+        parts = sol.split(self.layout.numels, dim=1)
+        return tuple(p.view(len(self.times), *s) for p, s in zip(parts, self.layout.shapes))
 
 
 def check_times(t: Any) -> tuple[torch.Tensor, list[float]]:
@@ -149,6 +162,28 @@ def check_times(t: Any) -> tuple[torch.Tensor, list[float]]:
                 f"and t[{i + 1}]={times[i + 1]}"
             )
     return t, times
+
+
+def check_positive(method: str, name: str, value: Any, allow_inf: bool = False) -> float:
+    """options[name] of `method` validated as a (finite, unless allow_inf) float > 0."""
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and value > 0
+        and (allow_inf or math.isfinite(value))
+    )
+    if not ok:
+        raise ODEInputError(
+            f"{method}: options['{name}'] must be a {'' if allow_inf else 'finite '}float > 0, got {value!r}"
+        )
+    return float(value)
+
+
+def check_max_num_steps(method: str, value: Any) -> int:
+    """options['max_num_steps'] of `method` validated as an int > 0."""
+    if isinstance(value, bool) or not (isinstance(value, int) and value > 0):
+        raise ODEInputError(f"{method}: options['max_num_steps'] must be an int > 0, got {value!r}")
+    return value
 
 
 def check_tolerance(name: str, value: Any) -> float:
@@ -186,14 +221,9 @@ def prepare(func: Func, y0: Any, t: Any) -> Problem:
         raise ODEInputError(f"{f'y0[{i}]' if isinstance(y0, tuple) else 'y0'} contains NaN or Inf values")
     checked = _CheckedFunc(func, y0)
     if isinstance(y0, tuple):
-        shapes = [p.shape for p in y0]
-        numels = [p.numel() for p in y0]
-        bounds = [0]
-        for n in numels:
-            bounds.append(bounds[-1] + n)
-        segments = list(zip(bounds[:-1], bounds[1:]))
-        return Problem(_TupleFunc(checked, shapes, numels), checked, flat, times, t, shapes, segments)
-    return Problem(checked, checked, y0, times, t, None, None)
+        layout = _Layout([p.shape for p in y0])
+        return Problem(_TupleFunc(checked, layout), checked, flat, times, t, layout)
+    return Problem(checked, checked, y0, times, t, None)
 
 
 def segment_rms_max(x: torch.Tensor, segments: Sequence[tuple[int, int]] | None) -> torch.Tensor:

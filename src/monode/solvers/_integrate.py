@@ -55,11 +55,9 @@ def state_norm(prob: Problem, user_norm: Any) -> Norm:
         return lambda x: segment_rms_max(x, None)
     if not callable(user_norm):
         raise ODEInputError(f"options['norm'] must be None, 'rms' or callable, got {user_norm!r}")
-    if prob.shapes is None:
+    if prob.layout is None:
         return user_norm
-    numels = [s.numel() for s in prob.shapes]
-    shapes = prob.shapes
-    return lambda x: torch.as_tensor(user_norm(tuple(p.view(s) for p, s in zip(x.split(numels), shapes))))
+    return lambda x: torch.as_tensor(user_norm(prob.split(x)))
 
 
 def record_forward(stats: SolverStats, sol: torch.Tensor, backprop: bool) -> None:

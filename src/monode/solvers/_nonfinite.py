@@ -33,8 +33,8 @@ class NonFiniteTrials:
     end of those trials (accepted steps that stop short of it, creeping up to where the field is NaN,
     keep the count)."""
 
-    def __init__(self, method: str, direction: float) -> None:
-        self.method, self.direction = method, direction
+    def __init__(self, method: str, direction: float, atol: float) -> None:
+        self.method, self.direction, self.atol = method, direction, atol
         self.count = 0
         self.blocked: float | None = None
 
@@ -65,7 +65,7 @@ class NonFiniteTrials:
             raise self.stuck(t, dt)
         return math.copysign(min(abs(shrunk), abs(t_end - t)), dt)
 
-    def error_at(self, t: float, y: torch.Tensor, f: torch.Tensor, atol: float | None = None) -> NonFiniteStateError:
+    def error_at(self, t: float, y: torch.Tensor, f: torch.Tensor) -> NonFiniteStateError:
         """NaN/Inf at a point the solve has reached (state y, slope f at t): no smaller step can help."""
         if not _finite(y):
             return NonFiniteStateError(f"{self.method}: the state at t={t:.6g} contains NaN/Inf values")
@@ -76,7 +76,7 @@ class NonFiniteTrials:
             )
         return NonFiniteStateError(
             f"{self.method}: the error norm is NaN at t={t:.6g} although the state and the "
-            f"field are finite: atol={atol} with a state component that is exactly 0 gives "
+            f"field are finite: atol={self.atol:g} with a state component that is exactly 0 gives "
             f"0/0, or options['norm'] returned NaN; use atol > 0"
         )
 

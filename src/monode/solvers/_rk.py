@@ -14,6 +14,7 @@ from typing import Union
 
 import torch
 
+from ._inputs import time_tensor
 from ._tableau import ButcherTableau, Terms
 
 Scalar = Union[float, torch.Tensor]
@@ -56,7 +57,7 @@ def weighted_sum(ks: list[torch.Tensor], terms: Terms, dt: Scalar) -> torch.Tens
 
 def stage_times(t: float, dt: float, nodes: Sequence[float], like: torch.Tensor) -> torch.Tensor:
     """[t + c dt for c in nodes], one tensor of the state's dtype on its device."""
-    return torch.tensor([t + c * dt for c in nodes], dtype=like.dtype, device=like.device)
+    return time_tensor([t + c * dt for c in nodes], like)
 
 
 def rk_step(

@@ -157,7 +157,6 @@ class SilverboxInit(BenchmarkTask):
         orders), the CSV and the plot in `out`; parameters: one initialisation's, summed over the models."""
         s = self.settings(opts)
         solver = s.solver()
-        solver.pop("adjoint", None)
         record = load_silverbox(s.data_dir)
         curves: dict[str, np.ndarray] = {}
         rows: list[dict[str, Any]] = []
