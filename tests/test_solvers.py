@@ -556,5 +556,21 @@ def test_nan_error_norm_on_a_finite_trial_step_names_atol() -> None:
         calls.append(1)
         return x.abs().max() if len(calls) <= 3 else torch.tensor(float("nan"))
 
-    with pytest.raises(NonFiniteStateError, match=r"error norm is NaN at t=0 .* atol=1e-09 "):
+    with pytest.raises(NonFiniteStateError, match=r"error norm is not finite at t=0 .* atol=1e-09\)"):
         odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), options=dict(norm=norm))
+
+
+def test_overflow_is_reported_as_overflow() -> None:
+    """y' = 100 y outgrows float16 (max 65504) near t = 0.11: named as an overflow of that dtype, not as a
+    NaN or a zero component; a slope whose scaled square overflows the norm is named as such too."""
+    t = torch.tensor([0.0, 1.0])
+    half = torch.ones(3, dtype=torch.float16)
+    dtype_overflow = r"overflowed torch.float16 \(largest finite value 6.55e\+04"
+    with pytest.raises(NonFiniteStateError, match=rf"dopri5: the trial steps from t=0.06.* {dtype_overflow}"):
+        odeint(lambda t, y: 100 * y, half, t, rtol=1e-2, atol=1e-2)
+    with pytest.raises(NonFiniteStateError, match=rf"rk4: between t=0.0 and t=1.0 the state {dtype_overflow}"):
+        odeint(lambda t, y: 100 * y, half, t, method="rk4", options=dict(step_size=0.01))
+    with pytest.raises(NonFiniteStateError, match=r"state or slope up to 1e\+30.*overflow torch.float32 when squared"):
+        odeint(lambda t, y: torch.full_like(y, 1e30), torch.zeros(2), t)
+    with pytest.raises(NonFiniteStateError, match=r"the state became NaN; reduce options\['step_size'\]"):
+        odeint(lambda t, y: y * float("nan"), torch.ones(2), t, method="rk4", options=dict(step_size=0.1))

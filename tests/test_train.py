@@ -4,63 +4,11 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import monode
-from monode.train import CheckpointError, TrainConfig, TrainingDivergedError, fit, load_checkpoint
-
-
-class Blobs:
-    """Two Gaussian blobs in 2-D; a small MLP with dropout (so resuming must restore the torch RNG)."""
-
-    def __init__(self, init_seed: int = 0, n: int = 192):
-        g = torch.Generator().manual_seed(123)
-        y = torch.arange(n) % 2
-        x = torch.randn(n, 2, generator=g) + 2.0 * (2 * y[:, None] - 1)
-        self.train_data = (x[: n * 3 // 4], y[: n * 3 // 4])
-        self.eval_data = (x[n * 3 // 4 :], y[n * 3 // 4 :])
-        torch.manual_seed(init_seed)
-        self.model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 2))
-        self.calls = 0
-
-    def loss(self, model, batch):
-        self.calls += 1
-        x, y = batch
-        logits = model(x)
-        return F.cross_entropy(logits, y), {"accuracy": (logits.argmax(1) == y).float().mean()}
-
-    def evaluate(self, model, batch):
-        x, y = batch
-        logits = model(x)
-        return {"loss": F.cross_entropy(logits, y), "accuracy": (logits.argmax(1) == y).float().mean()}
-
-
-class FailsAt(Blobs):
-    """Blobs whose `loss` misbehaves at its `at`-th call (counted from 0): NaN loss or a kill."""
-
-    def __init__(self, at: int, error: type[BaseException] | None = None, **kw):
-        super().__init__(**kw)
-        self.at, self.error = at, error
-
-    def loss(self, model, batch):
-        loss, metrics = super().loss(model, batch)
-        if self.calls - 1 == self.at:
-            if self.error is not None:
-                raise self.error()
-            loss = loss * float("nan")
-        return loss, metrics
-
-
-def config(out, **kw) -> TrainConfig:
-    return TrainConfig(**{"epochs": 4, "lr": 0.05, "batch_size": 32, "out": out, "progress": False, **kw})
-
-
-BATCHES = 5  # ceil(144 / 32) training batches per epoch
-
-
-def without_seconds(rows):
-    return [{k: v for k, v in row.items() if k not in ("train_seconds", "seconds")} for row in rows]
+from monode.train import CheckpointError, TrainingDivergedError, fit, load_checkpoint
+from trainables import BATCHES, Blobs, FailsAt, config, without_seconds
 
 
 def test_loss_falls_and_accuracy_beats_chance(tmp_path):
@@ -102,28 +50,42 @@ def test_resume_refuses_other_trajectory_settings(tmp_path):
         fit(Blobs(), config(tmp_path, lr=0.1, resume=True))
 
 
-def test_corrupt_checkpoint_raises(tmp_path):
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupt_checkpoint_raises(tmp_path, damage):
     fit(Blobs(), config(tmp_path, epochs=1))
     path = tmp_path / "checkpoint.pt"
     data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        del data[len(data) * 2 // 3 :]
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"checkpoint\.pt.*sha256 is [0-9a-f]{64}.*expects [0-9a-f]{64}"):
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt is damaged or half-written"):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="checkpoint.pt"):
         fit(Blobs(), config(tmp_path, resume=True))
 
 
-def test_garbage_with_matching_sidecar_raises(tmp_path):
+def test_legacy_checkpoint_with_a_sha256_sidecar(tmp_path):
+    """monode 0.1.0 wrote the digest into checkpoint.pt.sha256: still checked and loaded."""
     import hashlib
 
+    fit(Blobs(), config(tmp_path / "run", epochs=1))
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     path = tmp_path / "checkpoint.pt"
+    torch.save(ckpt, path)
+    sidecar = tmp_path / "checkpoint.pt.sha256"
+    sidecar.write_text(hashlib.sha256(path.read_bytes()).hexdigest() + "  checkpoint.pt\n")
+    assert load_checkpoint(path)["epoch"] == 0
     path.write_bytes(b"not a checkpoint")
-    (tmp_path / "checkpoint.pt.sha256").write_text(hashlib.sha256(b"not a checkpoint").hexdigest())
+    sidecar.write_text(hashlib.sha256(b"not a checkpoint").hexdigest())
     with pytest.raises(CheckpointError, match=r"checkpoint\.pt matches its sha256 but does not load"):
         load_checkpoint(path)
-    (tmp_path / "checkpoint.pt.sha256").unlink()
-    with pytest.raises(CheckpointError, match="sidecar"):
+    sidecar.unlink()
+    with pytest.raises(CheckpointError, match="is damaged or half-written: File is not a zip file"):
+        load_checkpoint(path)
+    torch.save(ckpt, path)  # a plain torch checkpoint, no digest anywhere
+    with pytest.raises(CheckpointError, match="no sha256 digest and no readable sidecar"):
         load_checkpoint(path)
 
 
@@ -132,7 +94,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pt"
     before = path.read_bytes(), (tmp_path / "metrics.csv").read_text()
     with pytest.raises(
-        TrainingDivergedError, match=r"loss is nan at epoch 2, batch 3; .*epoch 1\) is kept at .*checkpoint\.pt"
+        TrainingDivergedError,
+        match=r"loss is nan at epoch 2, batch 3 \(lr 0.05\); .*epoch 1\) is kept at .*checkpoint\.pt",
     ):
         fit(FailsAt(3), config(tmp_path, resume=True))
     assert (path.read_bytes(), (tmp_path / "metrics.csv").read_text()) == before
@@ -140,7 +103,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
 
 
 def test_nan_loss_in_first_epoch_writes_nothing(tmp_path):
-    with pytest.raises(TrainingDivergedError, match="epoch 0, batch 0; no checkpoint"):
+    with pytest.raises(TrainingDivergedError, match=r"epoch 0, batch 0 \(lr 0.05\); no checkpoint"):
         fit(FailsAt(0), config(tmp_path))
     assert not (tmp_path / "checkpoint.pt").exists()
 
@@ -188,7 +151,9 @@ def test_grad_clip(tmp_path):
     "bad, match",
     [
         (dict(epochs=0), r"TrainConfig.epochs must be >= 1, got 0"),
-        (dict(grad_clip=-1.0), r"TrainConfig.grad_clip must be None or > 0, got -1.0"),
+        (dict(grad_clip=-1.0), r"TrainConfig.grad_clip must be None or finite and > 0, got -1.0"),
+        (dict(lr=float("inf")), r"TrainConfig.lr must be finite and > 0, got inf"),
+        (dict(device="cuda:99"), r"--device 'cuda:99': (this torch build or machine has no CUDA|only \d+ CUDA)"),
         (dict(lr_milestones={0: 0.1}, lr_step=(5, 0.5)), r"TrainConfig.lr_step must be None when lr_milestones"),
     ],
 )

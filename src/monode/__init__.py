@@ -1,6 +1,8 @@
 """monode: momentum-accelerated neural ODEs on PyTorch."""
 
-from .solvers import (
+__version__ = "0.1.0"
+
+from .solvers import (  # noqa: E402 (the version first: modules below read it)
     METHODS,
     MaxStepsExceededError,
     NonFiniteStateError,
@@ -12,8 +14,7 @@ from .solvers import (
     odeint_adjoint,
     record_stats,
 )
-
-__version__ = "0.1.0"
+from .tasks import LoadedRun, load_run  # noqa: E402
 
 __all__ = [
     "odeint",
@@ -26,4 +27,6 @@ __all__ = [
     "NonFiniteStateError",
     "StepSizeUnderflowError",
     "MaxStepsExceededError",
+    "load_run",
+    "LoadedRun",
 ]

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .tasks import TASKS, RunOptions, parse_override
@@ -128,6 +129,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    from ._run_lock import locked_run_dir
     from .report import write_comparison
 
     task = _task(args.task)
@@ -142,18 +144,54 @@ def cmd_compare(args: argparse.Namespace) -> None:
     for model in models:
         opts = _options(args, model)
         task.settings(opts)  # fail fast on a bad model/preset before training anything
-    for model in models:
-        print(f"== {args.task}: {model}", flush=True)
-        results[model], params[model] = task.run(_options(args, model), out / model)
-    table = write_comparison(
-        out, results, task.metric, task.higher_is_better, params, title=f"{args.task} ({args.preset})"
-    )
+    with locked_run_dir(out):
+        for model in models:
+            print(f"== {args.task}: {model}", flush=True)
+            results[model], params[model] = task.run(_options(args, model), out / model)
+        table = write_comparison(
+            out, results, task.metric, task.higher_is_better, params, title=f"{args.task} ({args.preset})"
+        )
     print(table.read_text())
     print(f"outputs in {out}: table.md, metrics.csv, *.png and one folder per model")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from .tasks import load_run
+    from .train import evaluate
+
+    run = load_run(args.run_dir, data_dir=args.data_dir, device=args.device)
+    if run.task.eval_data is None:
+        raise ValueError(f"{args.run_dir}: task {run.settings.task!r} has no evaluation data")
+    max_batches = run.settings.get("max_batches") if args.max_batches is None else args.max_batches
+    metrics = evaluate(
+        run.task, run.task.eval_data, run.settings["batch_size"], run.settings.device, max_batches or None
+    )
+    recorded = next((row for row in reversed(run.rows) if any(k.startswith("eval_") for k in row)), None)
+    if args.json:
+        print(json.dumps({"run": str(args.run_dir), "metrics": metrics, "recorded": recorded}, indent=1))
+        return
+    epoch = len(run.rows) - 1
+    print(f"{run.settings.task} / {run.settings.model} after epoch {epoch} ({args.run_dir}):")
+    for key, value in metrics.items():
+        before = (
+            ""
+            if recorded is None or key not in recorded
+            else f"   (recorded at epoch {recorded['epoch']:.0f}: {recorded[key]:.6g})"
+        )
+        print(f"  {key:24s} {value:.6g}{before}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `monode: error: ...` and exit status 2, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"monode: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="monode",
         description="Momentum-accelerated neural ODEs: train and compare "
         "the models of the HBNODE, AdamNODE and NesterovNODE papers and the NAG solver.",
@@ -172,11 +210,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated model names (default: every model of the task)")
     _add_run_flags(p)
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("eval", help="re-evaluate a finished run from its folder (config.json and checkpoint)")
+    p.add_argument("run_dir", type=Path, help="the run's output folder")
+    p.add_argument("--data-dir", help="dataset folder (default: the run's own)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--max-batches", type=int, help="cap on evaluation batches (default: the run's own; 0 for all batches)"
+    )
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed
+        return e.code if isinstance(e.code, int) else 2
+    from ._run_lock import RunLockedError
     from .data import DataIntegrityError, DataNotFoundError
     from .solvers import ODEInputError, ODESolverError
     from .train import CheckpointError, TrainingDivergedError
@@ -187,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         DataNotFoundError,
         DataIntegrityError,
         CheckpointError,
+        RunLockedError,
         TrainingDivergedError,
         ODESolverError,
         ODEInputError,

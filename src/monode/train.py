@@ -16,9 +16,11 @@ size; the NFE columns (from `record_stats`) are means per batch.
     rows = fit(task, TrainConfig(epochs=100, lr=1e-3, batch_size=64, out="runs/x"))
 
 After every epoch `<out>/` receives, each written atomically: metrics.csv and metrics.json (one row per epoch:
-epoch, lr, train_*, eval_*, train_seconds (the training batches), seconds (the whole epoch)) and checkpoint.pt with
-its sha256 sidecar checkpoint.pt.sha256. `resume=True` continues after the last checkpointed epoch and reproduces
-the uninterrupted run exactly on CPU (every column but the two times)."""
+epoch, lr, train_*, eval_*, train_seconds (the training batches), seconds (the whole epoch)) and checkpoint.pt,
+which carries its own sha256 (a torch.save archive with one more record, so a kill at any instant leaves a
+checkpoint that loads or the previous one). `resume=True` continues after the last checkpointed epoch and
+reproduces the uninterrupted run exactly on CPU (every column but the two times). A run holds the lock of
+`<out>` (`.monode.lock`) throughout, so a second run into the same folder is refused."""
 
 from __future__ import annotations
 
@@ -29,10 +31,10 @@ import hashlib
 import io
 import json
 import math
-import os
 import random
 import sys
 import time
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +45,18 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .solvers import record_stats
+from ._atomic import atomic_write, remove_leftovers
+from ._run_lock import locked_run_dir
+from .solvers import ODESolverError, record_stats
 
 __all__ = [
     "Task",
     "TrainConfig",
     "fit",
+    "evaluate",
     "load_checkpoint",
     "seed_everything",
+    "check_device",
     "CheckpointError",
     "TrainingDivergedError",
 ]
@@ -74,7 +80,12 @@ class CheckpointError(RuntimeError):
 
 
 class TrainingDivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """Training went astray: the loss became NaN or infinite, or the ODE solver failed on a batch after
+    the first. Names where (`epoch`, `batch`, `lr`) and the last good `checkpoint` (None before the first)."""
+
+    def __init__(self, message: str, *, epoch: int, batch: int, lr: float, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.epoch, self.batch, self.lr, self.checkpoint = epoch, batch, lr, checkpoint
 
 
 class Task(Protocol):
@@ -132,10 +143,15 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be {what}, got {getattr(self, name)!r}")
 
         require(self.epochs >= 1, "epochs", ">= 1")
-        require(self.lr > 0, "lr", "> 0")
+        require(math.isfinite(self.lr) and self.lr > 0, "lr", "finite and > 0")
         require(self.batch_size >= 1, "batch_size", ">= 1")
         require(self.weight_decay >= 0, "weight_decay", ">= 0")
-        require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "None or > 0")
+        require(
+            self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
+            "grad_clip",
+            "None or finite and > 0",
+        )
+        require(math.isfinite(self.weight_decay), "weight_decay", "finite")
         require(self.eval_every >= 1, "eval_every", ">= 1")
         require(
             self.max_batches_per_epoch is None or self.max_batches_per_epoch >= 1,
@@ -153,6 +169,7 @@ class TrainConfig:
             "None or (every >= 1, gamma > 0)",
         )
         require(not (self.lr_milestones and self.lr_step), "lr_step", "None when lr_milestones is set")
+        check_device(self.device)
 
     def lr_at(self, epoch: int, step: int) -> float:
         """The learning rate of optimizer step `step` (counted from 0 over the run), taken in `epoch`."""
@@ -173,6 +190,27 @@ class TrainConfig:
         return d
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device that this torch build can use; ValueError naming it otherwise."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"--device {device!r} is not a torch device: use cpu, cuda, cuda:N or mps") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"--device {device!r}: this torch build or machine has no CUDA device "
+                f"(torch {torch.__version__}, torch.cuda.is_available() is False); use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device!r}: MPS is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device!r}: monode runs on cpu, cuda or mps")
+    return dev
+
+
 def seed_everything(seed: int) -> None:
     """Seed python `random`, numpy and torch (CPU and CUDA). Tasks call it before building their model."""
     random.seed(seed)
@@ -183,17 +221,21 @@ def seed_everything(seed: int) -> None:
 def fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
     """Train `task.model` with Adam as `config` says; return the metrics rows, one per epoch.
 
-    Raises FileExistsError if `config.out` holds a checkpoint and `config.resume` is False,
-    CheckpointError if the checkpoint to resume fails its check, ValueError if it was written with other
-    trajectory settings (lr, batch_size, seed, ...), and TrainingDivergedError on a NaN or infinite loss.
+    Holds the lock of `config.out` for the run (RunLockedError if another live process holds it). Raises
+    FileExistsError if `config.out` holds a checkpoint and `config.resume` is False, CheckpointError if
+    the checkpoint to resume fails its check or does not fit the model, ValueError if it was written
+    with other trajectory settings (lr, batch_size, seed, ...), and TrainingDivergedError on a NaN or
+    infinite loss or a solver failure during training.
     """
+    with locked_run_dir(config.out):
+        return _fit(task, config)
+
+
+def _fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
     out, device = config.out, torch.device(config.device)
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists() and not config.resume:
-        raise FileExistsError(
-            f"{ckpt_path} already exists: pass --resume (TrainConfig.resume=True) to "
-            f"continue that run, or choose another --out"
-        )
+    refuse_overwrite(out, config.resume)
+    remove_leftovers(out)
     train_data = _as_tensors(task.train_data, "task.train_data")
     eval_data = None if task.eval_data is None else _as_tensors(task.eval_data, "task.eval_data")
     model = task.model.to(device)
@@ -205,16 +247,28 @@ def fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
     if config.resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         _check_same_trajectory(config, ckpt["config"])
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        _load_state(model, optimizer, ckpt, ckpt_path)
         _set_rng_state(ckpt["rng"])
         rows, start, step = ckpt["rows"], ckpt["epoch"] + 1, ckpt["step"]
         print(f"resuming {ckpt_path} after epoch {ckpt['epoch']}")
     elif config.resume:
         print(f"no checkpoint in {out}: starting a fresh run")
-    out.mkdir(parents=True, exist_ok=True)
     saved_epoch = start - 1  # the epoch of the checkpoint on disk (-1: none yet)
     show_bar = config.progress and sys.stderr.isatty()
+
+    def diverged(epoch: int, batch: int, lr: float, what: str) -> TrainingDivergedError:
+        kept = (
+            f"the last good checkpoint (epoch {saved_epoch}) is kept at {ckpt_path}"
+            if saved_epoch >= 0
+            else "no checkpoint was written yet"
+        )
+        return TrainingDivergedError(
+            f"{what} at epoch {epoch}, batch {batch} (lr {lr:.4g}); {kept}",
+            epoch=epoch,
+            batch=batch,
+            lr=lr,
+            checkpoint=ckpt_path if saved_epoch >= 0 else None,
+        )
 
     with _deterministic_algorithms():
         for epoch in range(start, config.epochs):
@@ -232,17 +286,17 @@ def fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
                     for group in optimizer.param_groups:
                         group["lr"] = lr
                     with record_stats() as stats:
-                        loss, metrics = task.loss(model, batch)
-                        loss_value = loss.item()  # one sync per batch, to stop at the first bad loss
-                        if not math.isfinite(loss_value):
-                            kept = (
-                                f"the last good checkpoint (epoch {saved_epoch}) is kept at {ckpt_path}"
-                                if saved_epoch >= 0
-                                else "no checkpoint was written yet"
-                            )
-                            raise TrainingDivergedError(f"loss is {loss_value} at epoch {epoch}, batch {i}; {kept}")
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
+                        try:
+                            loss, metrics = task.loss(model, batch)
+                            loss_value = loss.item()  # one sync per batch, to stop at the first bad loss
+                            if not math.isfinite(loss_value):
+                                raise diverged(epoch, i, lr, f"loss is {loss_value}")
+                            optimizer.zero_grad(set_to_none=True)
+                            loss.backward()
+                        except ODESolverError as e:
+                            if saved_epoch < 0 and i == 0:
+                                raise  # the very first solve: the settings, not the training, are at fault
+                            raise diverged(epoch, i, lr, f"the ODE solver failed ({e})") from e
                     if config.grad_clip is not None:
                         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                     optimizer.step()
@@ -254,7 +308,7 @@ def fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
             train_seconds = time.perf_counter() - t0
             row: dict[str, float] = {"epoch": epoch, "lr": lr, **train.means("train_")}
             if eval_data is not None and ((epoch + 1) % config.eval_every == 0 or epoch == config.epochs - 1):
-                row.update(_evaluate(task, model, eval_data, config))
+                row.update(evaluate(task, eval_data, config.batch_size, config.device, config.max_batches_per_epoch))
             row["train_seconds"] = train_seconds
             row["seconds"] = time.perf_counter() - t0
             rows.append(row)
@@ -277,24 +331,55 @@ def fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
     return rows
 
 
+def refuse_overwrite(out: Path, resume: bool) -> None:
+    """FileExistsError if `out` holds a checkpoint that a fresh run (`resume` False) would overwrite."""
+    if (out / CHECKPOINT).exists() and not resume:
+        raise FileExistsError(
+            f"{out / CHECKPOINT} already exists: pass --resume (TrainConfig.resume=True) to "
+            f"continue that run, or choose another --out"
+        )
+
+
+def evaluate(
+    task: Task,
+    data: Sequence[Tensor],
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """`task.evaluate` over `data` in order, under no_grad with the model in eval mode: the eval_*
+    metrics averaged over examples and eval_forward_nfe (mean per batch)."""
+    model = task.model
+    model.eval()
+    means = _Means()
+    tensors = _as_tensors(data, "eval data")
+    with torch.no_grad():
+        for idx in torch.arange(len(tensors[0])).split(batch_size)[:max_batches]:
+            batch = tuple(t[idx].to(device) for t in tensors)
+            with record_stats() as stats:
+                metrics = task.evaluate(model, batch)
+            means.add(metrics, weight=len(idx))
+            means.add({"forward_nfe": stats.forward_nfe}, weight=1)
+    return means.means("eval_")
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint written by `fit`, after checking its sha256 sidecar; tensors load on the CPU.
+    """Read a checkpoint written by `fit`, after checking its embedded sha256; tensors load on the CPU.
 
     Keys: model, optimizer (state dicts), epoch (last finished, from 0), step, rng, rows, config.
-    Raises CheckpointError if the sidecar is missing, the hash differs, or the file does not load with
-    `torch.load(weights_only=True)`.
+    Raises CheckpointError if the file is damaged or half-written (its digest or a record's CRC does not
+    match), has no digest, or does not load with `torch.load(weights_only=True)`. A checkpoint of
+    monode 0.1.0 (digest in a `.sha256` sidecar file) is checked against its sidecar.
     """
     path = Path(path)
-    sidecar = _sidecar(path)
-    data = path.read_bytes()
     try:
-        expected = sidecar.read_text().split()[0]
-    except (OSError, IndexError) as e:
-        raise CheckpointError(f"cannot read {sidecar}, the sha256 sidecar of checkpoint {path}: {e}") from e
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
+    expected, actual = _digests(data, path)
+    if expected != actual:
         raise CheckpointError(
-            f"checkpoint {path} is damaged or half-written: its sha256 is {actual}, {sidecar.name} expects {expected}"
+            f"checkpoint {path} is damaged or half-written: its sha256 is {actual}, its digest expects {expected}"
         )
     try:
         ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -327,20 +412,6 @@ class _Means:
         return {prefix + name: total / self.weights[name] for name, total in self.sums.items()}
 
 
-def _evaluate(task: Task, model: nn.Module, data: tuple[Tensor, ...], config: TrainConfig) -> dict[str, float]:
-    """`task.evaluate` over `data` in order: eval_* metrics and eval_forward_nfe (per batch)."""
-    model.eval()
-    means = _Means()
-    with torch.no_grad():
-        for idx in torch.arange(len(data[0])).split(config.batch_size)[: config.max_batches_per_epoch]:
-            batch = tuple(t[idx].to(config.device) for t in data)
-            with record_stats() as stats:
-                metrics = task.evaluate(model, batch)
-            means.add(metrics, weight=len(idx))
-            means.add({"forward_nfe": stats.forward_nfe}, weight=1)
-    return means.means("eval_")
-
-
 def _as_tensors(data: Tensor | Sequence[Tensor], name: str) -> tuple[Tensor, ...]:
     """`data` as a non-empty tuple of tensors with one common, non-zero first dimension."""
     data = getattr(data, "tensors", data)  # TensorDataset
@@ -354,6 +425,18 @@ def _as_tensors(data: Tensor | Sequence[Tensor], name: str) -> tuple[Tensor, ...
             f"{[tuple(t.shape) for t in tensors]}"
         )
     return tensors
+
+
+def _load_state(model: nn.Module, optimizer: torch.optim.Optimizer, ckpt: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model ({first}): it was written by another model or "
+            f"settings; resume with those or choose another --out"
+        ) from e
 
 
 def _check_same_trajectory(config: TrainConfig, saved: dict) -> None:
@@ -408,56 +491,53 @@ def _write_metrics(out: Path, rows: list[dict[str, float]]) -> None:
     writer = csv.DictWriter(text, columns, restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write(out / "metrics.csv", text.getvalue().encode())
-    _atomic_write(out / "metrics.json", json.dumps(rows, indent=1).encode())
+    atomic_write(out / "metrics.csv", text.getvalue().encode())
+    atomic_write(out / "metrics.json", json.dumps(rows, indent=1).encode())
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
+_DIGEST = "monode.sha256"  # the zip record that holds the sha256 of all the others
+
+
+def _content_digest(archive: zipfile.ZipFile) -> str:
+    """sha256 over every record of a torch.save archive but the digest, in order (name, size, bytes).
+    Reading a record checks its CRC-32 too (zipfile.BadZipFile when it fails)."""
+    h = hashlib.sha256()
+    for info in archive.infolist():
+        if info.filename.rsplit("/", 1)[-1] != _DIGEST:
+            record = archive.read(info)
+            h.update(info.filename.encode() + b"\0" + len(record).to_bytes(8, "little") + record)
+    return h.hexdigest()
+
+
+def _digests(data: bytes, path: Path) -> tuple[str, str]:
+    """(expected, actual) sha256 of a checkpoint's bytes: the embedded digest against its records, or
+    for a legacy checkpoint its `.sha256` sidecar against the whole file."""
+    sidecar = path.with_name(path.name + ".sha256")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            digest = [i for i in archive.infolist() if i.filename.rsplit("/", 1)[-1] == _DIGEST]
+            if digest:
+                return archive.read(digest[0]).decode().strip(), _content_digest(archive)
+    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+        if not sidecar.exists():
+            raise CheckpointError(f"checkpoint {path} is damaged or half-written: {e}") from e
+    try:
+        expected = sidecar.read_text().split()[0]
+    except (OSError, IndexError) as e:
+        raise CheckpointError(f"checkpoint {path} has no sha256 digest and no readable sidecar {sidecar}") from e
+    return expected, hashlib.sha256(data).hexdigest()
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
-    """Write `path` and its sha256 sidecar (`sha256sum -c` format).
+    """Write `path` atomically, its sha256 embedded as one more zip record of the torch.save archive.
 
-    Both go to flushed temporary files first, then the payload and then the sidecar are renamed into
-    place: a crash leaves the old pair, the new pair, or a new payload with the old hash, which
-    `load_checkpoint` refuses. It never leaves a pair that passes the check but holds wrong data.
+    One file and one rename: a kill at any instant leaves the previous checkpoint or the new one, each
+    with its digest, and `torch.load(path, weights_only=True)` reads it as any torch checkpoint.
     """
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    data = buffer.getvalue()
-    sidecar = _sidecar(path)
-    tmp_payload = _write_tmp(path, data)
-    tmp_sidecar = _write_tmp(sidecar, f"{hashlib.sha256(data).hexdigest()}  {path.name}\n".encode())
-    os.replace(tmp_payload, path)
-    os.replace(tmp_sidecar, sidecar)
-    _fsync_dir(path.parent)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    os.replace(_write_tmp(path, data), path)
-    _fsync_dir(path.parent)
-
-
-def _write_tmp(path: Path, data: bytes) -> Path:
-    """Write `data` to a new temporary file next to `path`, flushed to disk; return its path."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make renames in `directory` durable (POSIX; a no-op where directories cannot be opened)."""
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        prefix = archive.namelist()[0].split("/", 1)[0]
+        archive.writestr(f"{prefix}/{_DIGEST}", _content_digest(archive))
+    atomic_write(path, buffer.getvalue())
+    path.with_name(path.name + ".sha256").unlink(missing_ok=True)  # a legacy sidecar describes an older file

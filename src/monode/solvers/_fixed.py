@@ -20,6 +20,7 @@ import torch
 from . import _compile
 from ._errors import MaxStepsExceededError, NonFiniteStateError, ODEInputError
 from ._inputs import check_max_num_steps, check_positive, time_tensor
+from ._nonfinite import overflow
 from ._rk import rk_step, stage_times
 from ._stats import SolverStats
 from ._tableau import ButcherTableau
@@ -110,10 +111,11 @@ class FixedStepSolver:
             t = t_next
             if out_index < len(times) and t == times[out_index]:
                 if not bool(torch.isfinite(y).all()):
+                    how = overflow(y)
                     raise NonFiniteStateError(
-                        f"{self.name}: the state became NaN/Inf between t={times[out_index - 1]} "
-                        f"and t={times[out_index]}; reduce options['step_size'] "
-                        f"(got {self.step_size}) or check the vector field"
+                        f"{self.name}: between t={times[out_index - 1]} and t={times[out_index]} the state "
+                        + (how if how else f"became NaN; reduce options['step_size'] (got {self.step_size})")
+                        + " or check the vector field"
                     )
                 outputs.append(y)
                 out_index += 1

@@ -1,7 +1,8 @@
 """Benchmark tasks by name: each file is one benchmark (its data, networks and metrics)."""
 
 from ._base import BenchmarkTask, RunResult, ScoredTask, count_parameters
-from ._settings import RunOptions, RunSettings, parse_override, solver_keywords
+from ._record import LoadedRun, load_run
+from ._settings import RunOptions, RunSettings, coerce_setting, parse_override, solver_keywords
 from .density import TASK as _density
 from .images import CIFAR10 as _cifar10
 from .images import MNIST as _mnist
@@ -23,7 +24,10 @@ __all__ = [
     "RunSettings",
     "RunResult",
     "ScoredTask",
+    "LoadedRun",
+    "load_run",
     "count_parameters",
+    "coerce_setting",
     "parse_override",
     "solver_keywords",
 ]

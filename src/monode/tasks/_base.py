@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 from torch import Tensor, nn
 
-from ..train import Task, fit, seed_everything
-from ._settings import RunOptions, RunSettings
+from .._run_lock import locked_run_dir
+from ..train import CHECKPOINT, Task, check_device, fit, refuse_overwrite, seed_everything
+from ._record import check_resumable, write_config
+from ._settings import RunOptions, RunSettings, coerce_setting
 
 
 class RunResult(NamedTuple):
@@ -43,7 +47,7 @@ class BenchmarkTask:
             )
 
     def settings(self, opts: RunOptions) -> RunSettings:
-        """The preset's values overridden by every option the user set, resolved once."""
+        """The preset's values overridden by every option the user set, resolved and checked once."""
         if opts.preset not in self.presets:
             raise ValueError(
                 f"--preset {opts.preset!r} is not defined for task {self.name!r}; choose one of {sorted(self.presets)}"
@@ -58,13 +62,15 @@ class BenchmarkTask:
             )
         given = {k: v for k, v in dataclasses.asdict(opts).items() if v is not None and k not in RunOptions.GENERIC}
         values.update(given)
-        values.update(opts.overrides)
+        for key, value in opts.overrides.items():
+            values[key] = coerce_setting(key, value, [p.get(key) for p in self.presets.values()])
+        check_values(values)
         return RunSettings(
             task=self.name,
             model=opts.model,
             preset=opts.preset,
             seed=opts.seed,
-            device=opts.device,
+            device=str(check_device(opts.device)),
             data_dir=opts.data_dir,
             resume=opts.resume,
             progress=opts.progress,
@@ -77,19 +83,47 @@ class BenchmarkTask:
         raise NotImplementedError
 
     def run(self, opts: RunOptions, out: Path) -> RunResult:
-        """Train `opts.model` on this task into `out`; returns the per-epoch rows and the parameter count."""
+        """Train `opts.model` on this task into `out`; returns the per-epoch rows and the parameter count.
+
+        Every setting, the output folder (created, locked, `config.json` written or, on resume, compared)
+        and the solver settings are checked before any data is loaded."""
         s = self.settings(opts)
         config = s.train_config(out)
-        s.solver()  # solver settings checked before data and model are built
-        seed_everything(s.seed)
-        task = self.build(s)
-        task.model.to(s.device)
-        rows = fit(task, config)
-        self.after_training(task, s, Path(out), rows)
+        s.solver()
+        with self.run_folder(s, out):
+            seed_everything(s.seed)
+            task = self.build(s)
+            task.model.to(s.device)
+            rows = fit(task, config)
+            self.after_training(task, s, Path(out), rows)
         return RunResult(rows, count_parameters(task.model))
+
+    @contextlib.contextmanager
+    def run_folder(self, s: RunSettings, out: Path) -> Iterator[Path]:
+        """`out` created and locked for the run, with the run's `config.json`; a fresh run refuses a folder
+        that holds a checkpoint, a resumed one refuses other settings than its `config.json`'s."""
+        out = Path(out)
+        with locked_run_dir(out):
+            refuse_overwrite(out, s.resume)
+            if s.resume and (out / CHECKPOINT).exists():
+                check_resumable(out, s)
+            write_config(out, s)
+            yield out
 
     def after_training(self, task: Task, s: RunSettings, out: Path, rows: list[dict[str, float]]) -> None:
         """Write task-specific outputs (plots) from the trained `task.model`; nothing by default."""
+
+
+def check_values(values: Mapping[str, Any]) -> None:
+    """The generic settings' ranges (a task checks its own): ValueError naming the option and value."""
+    for key in ("lr", "rtol", "atol", "step_size", "grad_clip"):
+        value = values.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"--{key.replace('_', '-')} {value!r} must be a finite number > 0")
+    for key in ("epochs", "batch_size", "subset", "max_batches", "eval_every"):
+        value = values.get(key)
+        if value is not None and not (type(value) is int and value >= 1):
+            raise ValueError(f"--{key.replace('_', '-')} {value!r} must be an integer >= 1")
 
 
 Metrics = Mapping[str, "float | Tensor"]

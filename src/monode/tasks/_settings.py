@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-from collections.abc import Mapping
+import math
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..solvers import METHODS
 from ..train import TrainConfig
 
-__all__ = ["RunOptions", "RunSettings", "parse_override", "solver_keywords"]
+__all__ = ["RunOptions", "RunSettings", "coerce_setting", "parse_override", "solver_keywords"]
 
 
 @dataclasses.dataclass
@@ -57,16 +59,83 @@ class RunOptions:
     """Fields that are not preset keys: they become `RunSettings` attributes."""
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """`--set key=value`: value as a Python literal (number, bool, tuple, ...) or else as a string."""
+def parse_override(text: str) -> tuple[str, str]:
+    """`--set key=value` split into the key (dashes as underscores) and the value's text; the value is
+    typed by `coerce_setting` against the task's presets."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"--set expects KEY=VALUE, got {text!r}")
+    return key.strip().replace("-", "_"), value.strip()
+
+
+# Settings whose presets may all be None, so their type cannot be read off a preset value.
+_NULLABLE_TYPES: dict[str, type] = {
+    "subset": int,
+    "test_subset": int,
+    "eval_size": int,
+    "max_batches": int,
+    "lr_milestones": dict,
+    "lr_step": tuple,
+    "grad_clip": float,
+    "step_size": float,
+}
+_TYPE_NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a finite number",
+    str: "a string",
+    tuple: "a tuple such as (1000, 0.9)",
+    list: "a list",
+    dict: "a dict such as {0: 1e-3, 50: 1e-4}",
+}
+
+
+def coerce_setting(key: str, value: Any, presets: Sequence[Any]) -> Any:
+    """`value` for setting `key` as the type of the setting's values in the task's `presets` (None
+    allowed where a preset has None); text (from `--set`) is parsed as that type. ValueError naming
+    `--set key=value` and the expected type otherwise (so `dim=True` and `n_inner=2.5` are refused)."""
+    kinds = {type(v) for v in presets if v is not None}
+    if not kinds:
+        kinds = {_NULLABLE_TYPES[key]} if key in _NULLABLE_TYPES else set()
+    if int in kinds and float in kinds:
+        kinds.discard(int)
+    nullable = any(v is None for v in presets)
+    if len(kinds) != 1:  # no preset value to type it by: a Python literal, else the text
+        return _literal(value) if isinstance(value, str) else value
+    kind = kinds.pop()
+    if isinstance(value, str) and kind is not str:
+        value = None if nullable and value.lower() == "none" else _parse(value, kind)
+    if value is None and nullable:
+        return None
+    if kind is float and type(value) is int:
+        value = float(value)
+    if kind is tuple and type(value) is list:
+        value = tuple(value)
+    if type(value) is not kind or (kind is float and not math.isfinite(value)):
+        expected = _TYPE_NAMES.get(kind, kind.__name__) + (" or None" if nullable else "")
+        shown = value if isinstance(value, str) else repr(value)
+        raise ValueError(f"--set {key}={shown}: {key} must be {expected}")
+    return value
+
+
+def _parse(text: str, kind: type) -> Any:
+    if kind is bool:
+        return {"true": True, "false": False, "1": True, "0": False}.get(text.lower(), text)
+    if kind is int:
+        return int(text) if re.fullmatch(r"[+-]?\d+", text) else text
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return _literal(text)
+
+
+def _literal(text: str) -> Any:
     try:
-        parsed = ast.literal_eval(value.strip())
+        return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        parsed = value.strip()
-    return key.strip().replace("-", "_"), parsed
+        return text
 
 
 def solver_keywords(

@@ -157,36 +157,35 @@ class SilverboxInit(BenchmarkTask):
         orders), the CSV and the plot in `out`; parameters: one initialisation's, summed over the models."""
         s = self.settings(opts)
         solver = s.solver()
-        record = load_silverbox(s.data_dir)
-        curves: dict[str, np.ndarray] = {}
-        rows: list[dict[str, Any]] = []
-        total = 0
-        for name in self.model_names(s.model):
-            curve, params = log10_mean_norm(
-                name,
-                record,
-                draws=int(s["draws"]),
-                steps=int(s["steps"]),
-                seed=s.seed,
-                scale=float(s["scale"]),
-                **solver,
-            )
-            curves[name] = curve
-            total += params
-            rows.append(
-                {
-                    "model": name,
-                    "log10_norm_start": float(curve[0]),
-                    "log10_norm_end": float(curve[-1]),
-                    "growth_orders": float(curve[-1] - curve[0]),
-                    "parameters": params,
-                }
-            )
-            print(f"{name:14s} log10 mean norm {curve[0]:7.2f} -> {curve[-1]:7.2f}", flush=True)
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        _write_csv(out / "silverbox_init.csv", curves)
-        _write_plot(out / "silverbox_init.png", curves)
+        with self.run_folder(s, Path(out)) as out:
+            record = load_silverbox(s.data_dir)
+            curves: dict[str, np.ndarray] = {}
+            rows: list[dict[str, Any]] = []
+            total = 0
+            for name in self.model_names(s.model):
+                curve, params = log10_mean_norm(
+                    name,
+                    record,
+                    draws=int(s["draws"]),
+                    steps=int(s["steps"]),
+                    seed=s.seed,
+                    scale=float(s["scale"]),
+                    **solver,
+                )
+                curves[name] = curve
+                total += params
+                rows.append(
+                    {
+                        "model": name,
+                        "log10_norm_start": float(curve[0]),
+                        "log10_norm_end": float(curve[-1]),
+                        "growth_orders": float(curve[-1] - curve[0]),
+                        "parameters": params,
+                    }
+                )
+                print(f"{name:14s} log10 mean norm {curve[0]:7.2f} -> {curve[-1]:7.2f}", flush=True)
+            _write_csv(out / "silverbox_init.csv", curves)
+            _write_plot(out / "silverbox_init.png", curves)
         return RunResult(rows, total)
 
 
