@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import torch, monode, mypy, ruff" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import torch, monode, mypy, ruff, xdist" 2>/dev/null; then
   "$PY" -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
@@ -16,7 +16,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 job=${1:-test}; shift || true
 case "$job" in
   demo)  monode compare point-cloud --out runs/demo "$@" ;;
-  test)  python -m pytest -q "$@" ;;
+  test)  python -m pytest -q -n 2 "$@" ;;  # two workers, one torch thread each (tests/conftest.py)
   lint)  ruff check src tests benchmarks docs && ruff format --check src tests benchmarks docs && mypy ;;
   bench) for b in benchmarks/*.py; do echo "== $b"; python "$b" "$@"; done ;;
   *) echo "usage: bash dev.sh {demo|test|lint|bench} [args]" >&2; exit 2 ;;

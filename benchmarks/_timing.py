@@ -7,15 +7,24 @@ import time
 from collections.abc import Callable
 
 
-def median_time(fn: Callable[[], object], repeat: int = 7, warmup: int = 2, min_time: float = 0.0) -> float:
-    """Median wall time of fn() in seconds over `repeat` runs (each run repeated until min_time)."""
+def median_time(
+    fn: Callable[[], object],
+    repeat: int = 7,
+    warmup: int = 2,
+    min_time: float = 0.0,
+    sync: Callable[[], object] = lambda: None,
+) -> float:
+    """Median wall time of fn() in seconds over `repeat` runs (each run repeated until min_time); `sync`
+    after each call waits for the device (torch.cuda.synchronize on CUDA)."""
     for _ in range(warmup):
         fn()
+    sync()
     samples = []
     for _ in range(repeat):
         n, start = 0, time.perf_counter()
         while True:
             fn()
+            sync()
             n += 1
             elapsed = time.perf_counter() - start
             if elapsed >= min_time:

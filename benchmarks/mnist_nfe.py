@@ -38,6 +38,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--tol", type=float, default=1e-4, help="rtol = atol (the HBNODE paper's 1e-4)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     args = p.parse_args()
     models = [m.strip() for m in args.models.split(",")]
@@ -58,6 +59,7 @@ def main() -> None:
                 method="dopri5",
                 adjoint=True,
                 progress=False,
+                device=args.device,
                 overrides={"test_subset": args.test_subset},
             )
             rows, params = task.run(opts, out / model)

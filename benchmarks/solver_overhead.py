@@ -5,12 +5,13 @@ For each method and time span, in one run: wall time, NFE, per-step overhead
 and forward+backward (backprop through the solver), plus the adjoint for dopri5. rk4 is also
 compared with a plain hand-written RK4 loop. Ratios < 1 mean monode is cheaper.
 
-    python benchmarks/solver_overhead.py [--threads 1] [--quick]
+    python benchmarks/solver_overhead.py [--threads 1] [--quick] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 import torchdiffeq
@@ -37,7 +38,7 @@ def make_field(dim: int = 64) -> torch.nn.Module:
 def hand_rk4(f, y, t0: float, t1: float, h: float) -> torch.Tensor:
     n = max(1, round((t1 - t0) / h))
     h = (t1 - t0) / n
-    t = torch.tensor(t0)
+    t = torch.tensor(t0, device=y.device)
     for _ in range(n):
         k1 = f(t, y)
         k2 = f(t + h / 2, y + h / 2 * k1)
@@ -52,29 +53,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     repeat = 3 if args.quick else 7
-    field = make_field()
-    y0 = torch.randn(128, 64)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    timed = functools.partial(median_time, sync=sync)
+    field = make_field().to(device)
+    y0 = torch.randn(128, 64, device=device)
+    t0 = torch.tensor(0.0, device=device)
     with torch.no_grad():
-        bare = median_time(lambda: field(torch.tensor(0.0), y0), repeat=repeat, min_time=0.05)
+        bare = timed(lambda: field(t0, y0), repeat=repeat, min_time=0.05)
     y0g = y0.clone().requires_grad_(True)
-    bare_bwd = median_time(
-        lambda: torch.autograd.grad(field(torch.tensor(0.0), y0g).sum(), (y0g, *field.parameters())),
+    bare_bwd = timed(
+        lambda: torch.autograd.grad(field(t0, y0g).sum(), (y0g, *field.parameters())),
         repeat=repeat,
         min_time=0.05,
     )
     print(
         f"bare field call: {bare * 1e6:.1f} us forward, {bare_bwd * 1e6:.1f} us forward+backward "
-        f"(torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
+        f"(torch {torch.__version__}, {device}, {torch.get_num_threads()} threads)\n"
     )
 
     rows = []
     cases = [("dopri5", None), ("bosh3", None), ("euler", 0.05), ("midpoint", 0.05), ("rk4", 0.05)]
     for span in (1.0, 10.0):
-        t = torch.tensor([0.0, span])
+        t = torch.tensor([0.0, span], device=device)
         for method, step in cases:
             opts = None if step is None else dict(step_size=step)
             modes = [("fwd", False), ("fwd+bwd", False)] + ([("fwd+bwd adjoint", True)] if method == "dopri5" else [])
@@ -110,7 +116,7 @@ def main() -> None:
                         monode_nfe, monode_steps = nfe, steps
                     else:  # same algorithm and step control: same steps per evaluation
                         steps = monode_steps * nfe / monode_nfe
-                    wall = median_time(run, repeat=repeat, warmup=1)
+                    wall = timed(run, repeat=repeat, warmup=1)
                     eval_cost = nfe * (bare if mode == "fwd" else bare_bwd / (2 if adjoint else 1))
                     overhead = max(wall - eval_cost, 0.0) / max(steps, 1)
                     results[name] = (wall, nfe, overhead, eval_cost / wall)
@@ -152,19 +158,17 @@ def main() -> None:
     print("\nrk4 vs a plain hand-written loop (step 0.05):")
     rows = []
     for span in (1.0, 10.0):
-        t = torch.tensor([0.0, span])
+        t = torch.tensor([0.0, span], device=device)
         with torch.no_grad():
-            ours = median_time(
-                lambda: monode.odeint(field, y0, t, method="rk4", options=dict(step_size=0.05)), repeat=repeat
-            )
-            hand = median_time(lambda: hand_rk4(field, y0, 0.0, span, 0.05), repeat=repeat)
-        ours_b = median_time(
+            ours = timed(lambda: monode.odeint(field, y0, t, method="rk4", options=dict(step_size=0.05)), repeat=repeat)
+            hand = timed(lambda: hand_rk4(field, y0, 0.0, span, 0.05), repeat=repeat)
+        ours_b = timed(
             lambda: torch.autograd.grad(
                 monode.odeint(field, y0g, t, method="rk4", options=dict(step_size=0.05))[-1].square().sum(), y0g
             ),
             repeat=repeat,
         )
-        hand_b = median_time(
+        hand_b = timed(
             lambda: torch.autograd.grad(hand_rk4(field, y0g, 0.0, span, 0.05).square().sum(), y0g), repeat=repeat
         )
         rows.append([f"[0,{span:g}]", ours * 1e3, hand * 1e3, ours / hand, ours_b * 1e3, hand_b * 1e3, ours_b / hand_b])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -11,6 +12,9 @@ from torch import nn
 
 from monode.data import resolve_data_dir
 from monode.dynamics import MODELS, ModelSpec, VectorField, ZeroAugment, register_model
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `dev.sh test` runs two workers on two cores: one thread each
+    torch.set_num_threads(1)
 
 
 def pytest_configure(config: pytest.Config) -> None:

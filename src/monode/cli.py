@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -115,10 +116,19 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{name:14s} {doc[0] if doc else ''}")
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int | None:
     task = _task(args.task)
     out = args.out or Path("runs") / args.task / args.model
+    if args.nproc < 1:
+        raise ValueError(f"--nproc {args.nproc} must be >= 1")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        task.settings(_options(args, args.model))  # a user error is one line here, not one per process
+        return _launch(args.nproc, args.argv)
+    from ._distributed import replicas
+
     rows = task.run(_options(args, args.model), out).rows
+    if not replicas().main:
+        return None
     if rows:
         last = rows[-1]
         print(
@@ -126,6 +136,23 @@ def cmd_train(args: argparse.Namespace) -> None:
             + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float) and k != "lr")
         )
     print(f"outputs in {out}")
+    return None
+
+
+def _launch(nproc: int, argv: list[str]) -> int:
+    """This `monode train` command again under torchrun with `nproc` processes (without --nproc)."""
+    import subprocess
+
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return subprocess.run([*command, "-m", "monode", *rest]).returncode
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -139,15 +166,26 @@ def cmd_compare(args: argparse.Namespace) -> None:
             f"run `monode train {args.task} --model a,b,c` (it plots all the models together)"
         )
     models = [m.strip() for m in args.models.split(",")] if args.models else list(task.models)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs} must be >= 1")
     out = args.out or Path("runs") / args.task / "compare"
     results, params = {}, {}
     for model in models:
         opts = _options(args, model)
         task.settings(opts)  # fail fast on a bad model/preset before training anything
     with locked_run_dir(out):
-        for model in models:
-            print(f"== {args.task}: {model}", flush=True)
-            results[model], params[model] = task.run(_options(args, model), out / model)
+        if args.jobs > 1:
+            from ._jobs import run_parallel
+
+            print(f"== {args.task}: {len(models)} models, {args.jobs} at a time (logs in {out}/<model>.log)")
+            runs = [(model, _options(args, model), out / model) for model in models]
+            report = lambda name, result: print(f"== {args.task}: {name} done", flush=True)  # noqa: E731
+            for model, result in run_parallel(args.task, runs, args.jobs, report).items():
+                results[model], params[model] = result
+        else:
+            for model in models:
+                print(f"== {args.task}: {model}", flush=True)
+                results[model], params[model] = task.run(_options(args, model), out / model)
         table = write_comparison(
             out, results, task.metric, task.higher_is_better, params, title=f"{args.task} ({args.preset})"
         )
@@ -203,11 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model on a task")
     p.add_argument("task", help="task name (see `monode tasks`)")
     p.add_argument("--model", required=True, help="model name (see `monode models`)")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel processes: relaunch under torchrun with this many (gloo on CPU, nccl on CUDA)",
+    )
     _add_run_flags(p)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("compare", help="train several models on a task; write table.md, metrics.csv and plots")
     p.add_argument("task", help="task name (see `monode tasks`)")
     p.add_argument("--models", help="comma-separated model names (default: every model of the task)")
+    p.add_argument("--jobs", type=int, default=1, help="train this many models at once, one process each (default 1)")
     _add_run_flags(p)
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("eval", help="re-evaluate a finished run from its folder (config.json and checkpoint)")
@@ -223,17 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, or a usage error already printed
         return e.code if isinstance(e.code, int) else 2
+    args.argv = argv
     from ._run_lock import RunLockedError
     from .data import DataIntegrityError, DataNotFoundError
     from .solvers import ODEInputError, ODESolverError
     from .train import CheckpointError, TrainingDivergedError
 
     try:
-        args.func(args)
+        code = args.func(args)
     except (
         DataNotFoundError,
         DataIntegrityError,
@@ -250,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("monode: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

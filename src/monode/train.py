@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ._atomic import atomic_write, remove_leftovers
+from ._distributed import Replicas, replicas
 from ._run_lock import locked_run_dir
 from .solvers import ODESolverError, record_stats
 
@@ -86,6 +87,13 @@ class TrainingDivergedError(RuntimeError):
     def __init__(self, message: str, *, epoch: int, batch: int, lr: float, checkpoint: Path | None) -> None:
         super().__init__(message)
         self.epoch, self.batch, self.lr, self.checkpoint = epoch, batch, lr, checkpoint
+
+    def __reduce__(self) -> tuple:  # picklable (errors cross process boundaries in `compare --jobs`)
+        return _diverged, (str(self), self.epoch, self.batch, self.lr, self.checkpoint)
+
+
+def _diverged(message: str, epoch: int, batch: int, lr: float, checkpoint: Path | None) -> TrainingDivergedError:
+    return TrainingDivergedError(message, epoch=epoch, batch=batch, lr=lr, checkpoint=checkpoint)
 
 
 class Task(Protocol):
@@ -227,34 +235,56 @@ def fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
     with other trajectory settings (lr, batch_size, seed, ...), and TrainingDivergedError on a NaN or
     infinite loss or a solver failure during training.
     """
-    with locked_run_dir(config.out):
-        return _fit(task, config)
+    r = replicas(config.device)
+    with locked_run_dir(config.out) if r.main else contextlib.nullcontext():
+        return _fit(task, config, r)
 
 
-def _fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
-    out, device = config.out, torch.device(config.device)
+class _Loss(nn.Module):
+    """The task's loss as a module, so DistributedDataParallel can wrap it whatever model methods the task
+    calls; `weight` scales the loss that is differentiated (a rank's share of the global batch)."""
+
+    def __init__(self, task: Task, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, batch: tuple[Tensor, ...], weight: float) -> tuple[Tensor, Tensor, Mapping[str, float | Tensor]]:
+        loss, metrics = self.task.loss(self.model, batch)
+        return (loss if weight == 1.0 else loss * weight), loss, metrics
+
+
+def _fit(task: Task, config: TrainConfig, r: Replicas) -> list[dict[str, float]]:
+    out, device = config.out, torch.device(r.device(config.device))
     ckpt_path = out / CHECKPOINT
     refuse_overwrite(out, config.resume)
-    remove_leftovers(out)
+    if r.main:
+        remove_leftovers(out)
     train_data = _as_tensors(task.train_data, "task.train_data")
     eval_data = None if task.eval_data is None else _as_tensors(task.eval_data, "task.eval_data")
     model = task.model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    seed_everything(config.seed)
+    seed_everything(config.seed + 7919 * r.rank)
+    say = print if r.main else (lambda *a, **k: None)
 
     rows: list[dict[str, float]] = []
     start, step = 0, 0  # first epoch to run; optimizer steps taken so far
     if config.resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         _check_same_trajectory(config, ckpt["config"])
+        if ckpt.get("world_size", 1) != r.world:
+            raise ValueError(
+                f"{ckpt_path} was written by {ckpt.get('world_size', 1)} process(es), this run has {r.world}: "
+                f"resume with as many, or choose another --out"
+            )
         _load_state(model, optimizer, ckpt, ckpt_path)
-        _set_rng_state(ckpt["rng"])
+        _set_rng_state(ckpt["rng_ranks"][r.rank] if r.parallel else ckpt["rng"])
         rows, start, step = ckpt["rows"], ckpt["epoch"] + 1, ckpt["step"]
-        print(f"resuming {ckpt_path} after epoch {ckpt['epoch']}")
+        say(f"resuming {ckpt_path} after epoch {ckpt['epoch']}")
     elif config.resume:
-        print(f"no checkpoint in {out}: starting a fresh run")
+        say(f"no checkpoint in {out}: starting a fresh run")
     saved_epoch = start - 1  # the epoch of the checkpoint on disk (-1: none yet)
-    show_bar = config.progress and sys.stderr.isatty()
+    show_bar = config.progress and sys.stderr.isatty() and r.main
+    loss_module = r.wrap(_Loss(task, model))
 
     def diverged(epoch: int, batch: int, lr: float, what: str) -> TrainingDivergedError:
         kept = (
@@ -280,19 +310,23 @@ def _fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
             batches = order.split(config.batch_size)[: config.max_batches_per_epoch]
             train = _Means()
             with tqdm(batches, desc=f"epoch {epoch}", disable=not show_bar, leave=False) as bar:
-                for i, idx in enumerate(bar):
+                for i, global_idx in enumerate(bar):
+                    idx = r.shard(global_idx)
+                    share = len(idx) * r.world / len(global_idx)  # this rank's loss weight (1 in one process)
+                    if len(idx) == 0:  # fewer examples than ranks: join the collectives with zero weight
+                        idx = global_idx[:1]
                     batch = tuple(t[idx].to(device) for t in train_data)
                     lr = config.lr_at(epoch, step)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
                     with record_stats() as stats:
                         try:
-                            loss, metrics = task.loss(model, batch)
+                            weighted, loss, metrics = loss_module(batch, share)
                             loss_value = loss.item()  # one sync per batch, to stop at the first bad loss
                             if not math.isfinite(loss_value):
                                 raise diverged(epoch, i, lr, f"loss is {loss_value}")
                             optimizer.zero_grad(set_to_none=True)
-                            loss.backward()
+                            weighted.backward()
                         except ODESolverError as e:
                             if saved_epoch < 0 and i == 0:
                                 raise  # the very first solve: the settings, not the training, are at fault
@@ -301,32 +335,34 @@ def _fit(task: Task, config: TrainConfig) -> list[dict[str, float]]:
                         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                     optimizer.step()
                     step += 1
-                    train.add({"loss": loss_value, **metrics}, weight=len(idx))
-                    train.add({"forward_nfe": stats.forward_nfe, "backward_nfe": stats.backward_nfe}, weight=1)
+                    train.add({"loss": loss_value, **metrics}, weight=share * len(global_idx) / r.world)
+                    nfe = {"forward_nfe": stats.forward_nfe, "backward_nfe": stats.backward_nfe}
+                    train.add(nfe, weight=1 if share else 0)
                     bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
 
             train_seconds = time.perf_counter() - t0
-            row: dict[str, float] = {"epoch": epoch, "lr": lr, **train.means("train_")}
+            row: dict[str, float] = {"epoch": epoch, "lr": lr, **train.means("train_", r)}
             if eval_data is not None and ((epoch + 1) % config.eval_every == 0 or epoch == config.epochs - 1):
-                row.update(evaluate(task, eval_data, config.batch_size, config.device, config.max_batches_per_epoch))
+                row.update(evaluate(task, eval_data, config.batch_size, device, config.max_batches_per_epoch, r))
             row["train_seconds"] = train_seconds
             row["seconds"] = time.perf_counter() - t0
             rows.append(row)
-            tqdm.write(f"epoch {epoch} " + " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
-
-            _write_metrics(out, rows)
-            _save_checkpoint(
-                ckpt_path,
-                {
+            rng = r.gather(_rng_state())
+            if r.main:
+                tqdm.write(f"epoch {epoch} " + " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+                _write_metrics(out, rows)
+                payload = {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "epoch": epoch,
                     "step": step,
-                    "rng": _rng_state(),
+                    "rng": rng[0],
                     "rows": rows,
                     "config": config.as_dict(),
-                },
-            )
+                }
+                if r.parallel:
+                    payload.update(world_size=r.world, rng_ranks=rng)
+                _save_checkpoint(ckpt_path, payload)
             saved_epoch = epoch
     return rows
 
@@ -346,21 +382,27 @@ def evaluate(
     batch_size: int,
     device: str | torch.device = "cpu",
     max_batches: int | None = None,
+    replicas: Replicas | None = None,
 ) -> dict[str, float]:
     """`task.evaluate` over `data` in order, under no_grad with the model in eval mode: the eval_*
-    metrics averaged over examples and eval_forward_nfe (mean per batch)."""
+    metrics averaged over examples and eval_forward_nfe (mean per batch). With `replicas`, each rank
+    evaluates its part of every batch and the means are all-reduced."""
+    r = replicas or Replicas()
     model = task.model
     model.eval()
     means = _Means()
     tensors = _as_tensors(data, "eval data")
     with torch.no_grad():
-        for idx in torch.arange(len(tensors[0])).split(batch_size)[:max_batches]:
+        for global_idx in torch.arange(len(tensors[0])).split(batch_size)[:max_batches]:
+            idx = r.shard(global_idx)
+            if len(idx) == 0:
+                continue
             batch = tuple(t[idx].to(device) for t in tensors)
             with record_stats() as stats:
                 metrics = task.evaluate(model, batch)
             means.add(metrics, weight=len(idx))
             means.add({"forward_nfe": stats.forward_nfe}, weight=1)
-    return means.means("eval_")
+    return means.means("eval_", r)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -408,8 +450,14 @@ class _Means:
             self.sums[name] = self.sums.get(name, 0.0) + float(value) * weight
             self.weights[name] = self.weights.get(name, 0.0) + weight
 
-    def means(self, prefix: str) -> dict[str, float]:
-        return {prefix + name: total / self.weights[name] for name, total in self.sums.items()}
+    def means(self, prefix: str, replicas: Replicas | None = None) -> dict[str, float]:
+        """The means, over the ranks' sums too when `replicas` is given (every rank gets them)."""
+        sums, weights = self.sums, self.weights
+        if replicas is not None and replicas.parallel:
+            both = replicas.sum({**{"s:" + k: v for k, v in sums.items()}, **{"w:" + k: v for k, v in weights.items()}})
+            sums = {k: both["s:" + k] for k in sums}
+            weights = {k: both["w:" + k] for k in weights}
+        return {prefix + name: total / weights[name] for name, total in sums.items() if weights[name]}
 
 
 def _as_tensors(data: Tensor | Sequence[Tensor], name: str) -> tuple[Tensor, ...]:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from torch import Tensor, nn
 
+from .._distributed import replicas
 from .._run_lock import locked_run_dir
 from ..train import CHECKPOINT, Task, check_device, fit, refuse_overwrite, seed_everything
 from ._record import check_resumable, write_config
@@ -93,9 +94,11 @@ class BenchmarkTask:
         with self.run_folder(s, out):
             seed_everything(s.seed)
             task = self.build(s)
-            task.model.to(s.device)
+            r = replicas(s.device)
+            task.model.to(r.device(s.device))
             rows = fit(task, config)
-            self.after_training(task, s, Path(out), rows)
+            if r.main:
+                self.after_training(task, s, Path(out), rows)
         return RunResult(rows, count_parameters(task.model))
 
     @contextlib.contextmanager
@@ -103,11 +106,13 @@ class BenchmarkTask:
         """`out` created and locked for the run, with the run's `config.json`; a fresh run refuses a folder
         that holds a checkpoint, a resumed one refuses other settings than its `config.json`'s."""
         out = Path(out)
-        with locked_run_dir(out):
+        main = replicas(s.device).main  # under torchrun, rank 0 alone locks and writes
+        with locked_run_dir(out) if main else contextlib.nullcontext():
             refuse_overwrite(out, s.resume)
             if s.resume and (out / CHECKPOINT).exists():
                 check_resumable(out, s)
-            write_config(out, s)
+            if main:
+                write_config(out, s)
             yield out
 
     def after_training(self, task: Task, s: RunSettings, out: Path, rows: list[dict[str, float]]) -> None:
