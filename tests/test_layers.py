@@ -210,3 +210,34 @@ def test_odernn_refuses_an_empty_sequence_and_negative_gaps() -> None:
         rnn(torch.zeros(0, 4, 2), torch.zeros(0, 4))
     with pytest.raises(ValueError, match="gaps dt must be >= 0, got a minimum of -0.5"):
         rnn(torch.zeros(3, 4, 2), torch.full((3, 4), 0.1).index_fill_(0, torch.tensor([1]), -0.5))
+
+
+def test_a_plain_sequential_network_is_called_without_t_and_trains() -> None:
+    """f(h) networks (an nn.Sequential) are detected once, at construction, and called as f(t, h) = net(h)."""
+    from monode.dynamics._time_free import TimeFree
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 4))
+    field = build_model("hbnode", net=net)
+    assert isinstance(field.net, TimeFree) and field.net.net is net
+    block = ODEBlock(field, method="dopri5", rtol=1e-5, atol=1e-5, adjoint=True)
+    optimizer = torch.optim.Adam(block.parameters(), lr=1e-2)
+    x, target = torch.randn(16, 4), torch.randn(16, 4)
+    losses = []
+    for _ in range(3):
+        loss = (block(x) - target).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] and all(p.grad is not None for p in net.parameters())
+    assert build_model("node", dim=3, hidden=8).net.__class__.__name__ == "MLPField"  # f(t, h): as it is
+
+
+def test_a_network_of_three_arguments_is_refused_at_construction() -> None:
+    class Three(nn.Module):
+        def forward(self, t, h, extra):
+            return h
+
+    with pytest.raises(TypeError, match=r"Three.forward\(t, h, extra\) takes 3 required positional arguments"):
+        build_model("node", net=Three())

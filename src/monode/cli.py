@@ -7,10 +7,12 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
-from .tasks import TASKS, RunOptions, parse_override
+
+if TYPE_CHECKING:  # the commands import torch when they run, so that --help and --version stay instant
+    from .tasks import BenchmarkTask, RunOptions
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -68,6 +70,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace, model: str) -> RunOptions:
+    from .tasks import RunOptions, parse_override
+
     return RunOptions(
         model=model,
         method=args.method,
@@ -91,13 +95,17 @@ def _options(args: argparse.Namespace, model: str) -> RunOptions:
     )
 
 
-def _task(name: str):
+def _task(name: str) -> BenchmarkTask:
+    from .tasks import TASKS
+
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)} (see `monode tasks`)")
     return TASKS[name]
 
 
 def cmd_tasks(args: argparse.Namespace) -> None:
+    from .tasks import TASKS, RunOptions
+
     for name, task in TASKS.items():
         print(
             f"{name:16s} {task.summary}\n{'':16s} models: {', '.join(task.models)}; presets: {', '.join(task.presets)}"
@@ -110,10 +118,17 @@ def cmd_tasks(args: argparse.Namespace) -> None:
 
 def cmd_models(args: argparse.Namespace) -> None:
     from .dynamics import MODELS
+    from .layers import ResNetBlock
+    from .tasks import TASKS
 
     for name, spec in MODELS.items():
         doc = (getattr(spec, "summary", None) or (spec.__doc__ or "")).strip().splitlines()
         print(f"{name:14s} {doc[0] if doc else ''}")
+    baselines = {"resnet": ResNetBlock}  # models of some tasks that are not vector fields
+    for name, layer in baselines.items():
+        where = [task.name for task in TASKS.values() if name in task.models]
+        summary = " ".join(line.strip() for line in (layer.__doc__ or "").strip().splitlines()[:2]).split(": ")[0]
+        print(f"{name:14s} {summary} (a baseline, not an ODE model; tasks: {', '.join(where)})")
 
 
 def cmd_train(args: argparse.Namespace) -> int | None:

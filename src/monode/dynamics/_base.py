@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..solvers import ClosedFormField, ParametrizedField
+from ._time_free import as_field_network
 
 __all__ = [
     "VectorField",
@@ -114,7 +115,8 @@ def _graph_leaves(tensors: Coefficients) -> set[int]:
 
 
 class VectorField(nn.Module):
-    """The right-hand side of a neural ODE, `net` being the learned f(t, h).
+    """The right-hand side of a neural ODE, `net` being the learned f(t, h) (a network of h alone, such as
+    an `nn.Sequential`, is detected from its signature and called without t).
 
     Subclasses define `rhs` (the equations, in their docstring) and, where the defaults below do
     not fit, `coefficients`, `f_channels`, `encode` and `decode`; a closed-form VJP adds
@@ -126,7 +128,7 @@ class VectorField(nn.Module):
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.net = net
+        self.net = as_field_network(net)
 
     @classmethod
     def f_channels(cls, dim: int) -> tuple[int, int]:
