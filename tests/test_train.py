@@ -181,3 +181,40 @@ def test_nfe_columns(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
     for column in ("train_forward_nfe", "train_backward_nfe", "eval_forward_nfe"):
         assert isinstance(rows[0][column], float) and rows[0][column] > 0
+
+
+def test_tensorboard_logger_writes_batch_and_epoch_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rows = fit(Blobs(), config(tmp_path, epochs=2, log=("tensorboard",)))
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == list(range(1, 2 * BATCHES + 1))
+    epoch_loss = events.Scalars("epoch/train_loss")
+    assert [e.step for e in epoch_loss] == [0, 1]
+    assert epoch_loss[-1].value == pytest.approx(rows[-1]["train_loss"], rel=1e-6)
+    assert {"train/forward_nfe", "train/lr", "epoch/eval_accuracy"} <= set(events.Tags()["scalars"])
+
+
+def test_unknown_or_missing_logger_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    with pytest.raises(ValueError, match="--log 'wandb' is not a logger; choose from \\['tensorboard'\\]"):
+        config(tmp_path, log=("wandb",))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"--log tensorboard needs the tensorboard package: pip install"):
+        config(tmp_path, log=("tensorboard",))
+
+
+def test_epoch_line_is_short_and_aligned(capsys):
+    from monode._loggers import epoch_line
+
+    row = {"epoch": 3, "lr": 0.01, "train_loss": 0.23456, "train_accuracy": 0.9, "train_forward_nfe": 26.0,
+           "train_backward_nfe": 32.5, "eval_loss": 0.25, "eval_accuracy": 0.91, "eval_forward_nfe": 26.0,
+           "train_seconds": 1.0, "seconds": 1.234}  # fmt: skip
+    line = epoch_line(3, 60, row)
+    assert line.startswith("[ 4/60] train loss 0.2346    accuracy 0.9")
+    assert "| eval loss 0.25      accuracy 0.91 |" in line and line.endswith("| NFE fwd 26    bwd 32    eval 26 | 1.2 s")
+    other = epoch_line(10, 60, {**row, "train_loss": 12.5})
+    assert other.index("accuracy") == line.index("accuracy")  # columns line up from epoch to epoch

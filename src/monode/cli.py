@@ -61,6 +61,13 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    g.add_argument(
+        "--log",
+        action="append",
+        default=[],
+        choices=["tensorboard"],
+        help="also log to TensorBoard (<out>/tensorboard; pip install 'monode[tensorboard]')",
+    )
     g = p.add_argument_group("data and output")
     g.add_argument(
         "--data-dir", help="dataset folder (default: $MONODE_DATA_DIR, ../shared/data, ~/.cache/monode/data)"
@@ -91,6 +98,7 @@ def _options(args: argparse.Namespace, model: str) -> RunOptions:
         resume=args.resume,
         progress=args.progress,
         max_batches=args.max_batches,
+        log=tuple(args.log),
         overrides=dict(parse_override(text) for text in args.overrides),
     )
 

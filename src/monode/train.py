@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from ._atomic import atomic_write, remove_leftovers
 from ._distributed import Replicas, replicas
+from ._loggers import check_loggers, epoch_line, open_loggers
 from ._run_lock import locked_run_dir
 from .solvers import ODESolverError, record_stats
 
@@ -138,9 +139,11 @@ class TrainConfig:
     eval_every: int = 1
     max_batches_per_epoch: int | None = None
     progress: bool = True
+    log: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        self.log = tuple(self.log)
         if self.lr_milestones is not None:  # int keys also when the config comes from JSON
             self.lr_milestones = {int(epoch): float(lr) for epoch, lr in self.lr_milestones.items()}
         if self.lr_step is not None:
@@ -178,6 +181,7 @@ class TrainConfig:
         )
         require(not (self.lr_milestones and self.lr_step), "lr_step", "None when lr_milestones is set")
         check_device(self.device)
+        check_loggers(self.log)
 
     def lr_at(self, epoch: int, step: int) -> float:
         """The learning rate of optimizer step `step` (counted from 0 over the run), taken in `epoch`."""
@@ -195,6 +199,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["out"] = str(self.out)
         d["lr_step"] = None if self.lr_step is None else list(self.lr_step)
+        d["log"] = list(self.log)
         return d
 
 
@@ -285,6 +290,7 @@ def _fit(task: Task, config: TrainConfig, r: Replicas) -> list[dict[str, float]]
     saved_epoch = start - 1  # the epoch of the checkpoint on disk (-1: none yet)
     show_bar = config.progress and sys.stderr.isatty() and r.main
     loss_module = r.wrap(_Loss(task, model))
+    loggers = open_loggers(config.log, out, purge_step=step if start else None) if r.main else []
 
     def diverged(epoch: int, batch: int, lr: float, what: str) -> TrainingDivergedError:
         kept = (
@@ -339,17 +345,23 @@ def _fit(task: Task, config: TrainConfig, r: Replicas) -> list[dict[str, float]]
                     nfe = {"forward_nfe": stats.forward_nfe, "backward_nfe": stats.backward_nfe}
                     train.add(nfe, weight=1 if share else 0)
                     bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
+                    for logger in loggers:
+                        logger.batch(step, {"loss": loss_value, "lr": lr, **nfe})
 
             train_seconds = time.perf_counter() - t0
             row: dict[str, float] = {"epoch": epoch, "lr": lr, **train.means("train_", r)}
             if eval_data is not None and ((epoch + 1) % config.eval_every == 0 or epoch == config.epochs - 1):
-                row.update(evaluate(task, eval_data, config.batch_size, device, config.max_batches_per_epoch, r))
+                row.update(
+                    evaluate(task, eval_data, config.batch_size, device, config.max_batches_per_epoch, r, show_bar)
+                )
             row["train_seconds"] = train_seconds
             row["seconds"] = time.perf_counter() - t0
             rows.append(row)
             rng = r.gather(_rng_state())
             if r.main:
-                tqdm.write(f"epoch {epoch} " + " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+                tqdm.write(epoch_line(epoch, config.epochs, row))
+                for logger in loggers:
+                    logger.epoch(epoch, row)
                 _write_metrics(out, rows)
                 payload = {
                     "model": model.state_dict(),
@@ -364,6 +376,8 @@ def _fit(task: Task, config: TrainConfig, r: Replicas) -> list[dict[str, float]]
                     payload.update(world_size=r.world, rng_ranks=rng)
                 _save_checkpoint(ckpt_path, payload)
             saved_epoch = epoch
+    for logger in loggers:
+        logger.close()
     return rows
 
 
@@ -383,6 +397,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     max_batches: int | None = None,
     replicas: Replicas | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """`task.evaluate` over `data` in order, under no_grad with the model in eval mode: the eval_*
     metrics averaged over examples and eval_forward_nfe (mean per batch). With `replicas`, each rank
@@ -393,7 +408,8 @@ def evaluate(
     means = _Means()
     tensors = _as_tensors(data, "eval data")
     with torch.no_grad():
-        for global_idx in torch.arange(len(tensors[0])).split(batch_size)[:max_batches]:
+        batches = torch.arange(len(tensors[0])).split(batch_size)[:max_batches]
+        for global_idx in tqdm(batches, desc="evaluating", disable=not progress, leave=False):
             idx = r.shard(global_idx)
             if len(idx) == 0:
                 continue

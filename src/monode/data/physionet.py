@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ._files import DataIntegrityError, file_digest, resolve_data_dir, verify_checksums
 
@@ -186,7 +187,7 @@ def _read_labels(path: Path, record_ids: torch.Tensor) -> torch.Tensor:
 def _build(folder: Path, sets: tuple[str, ...], quantization: float | None) -> dict[str, torch.Tensor]:
     """Parse the tarballs of `sets` and join their flat tensors and labels."""
     parts, rows = [], 0
-    for name in sets:
+    for name in tqdm(sets, desc="PhysioNet 2012: parsing (once; cached)", unit="set", disable=None, leave=False):
         part = _parse_set(folder / f"set-{name}.tar.gz", quantization)
         part["labels"] = _read_labels(folder / f"Outcomes-{name}.txt", part["record_ids"])
         part["cells"] += rows * len(PARAMS)

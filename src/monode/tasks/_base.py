@@ -75,6 +75,7 @@ class BenchmarkTask:
             data_dir=opts.data_dir,
             resume=opts.resume,
             progress=opts.progress,
+            log=tuple(opts.log),
             values=values,
             user_set=frozenset(given) | frozenset(opts.overrides),
         )

@@ -44,6 +44,7 @@ class RunOptions:
     resume: bool = False
     progress: bool = True
     max_batches: int | None = None
+    log: tuple[str, ...] = ()  # loggers besides metrics.csv/json (--log tensorboard)
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # task-specific preset keys (--set)
 
     GENERIC: ClassVar[tuple[str, ...]] = (
@@ -54,6 +55,7 @@ class RunOptions:
         "data_dir",
         "resume",
         "progress",
+        "log",
         "overrides",
     )
     """Fields that are not preset keys: they become `RunSettings` attributes."""
@@ -176,6 +178,7 @@ class RunSettings:
     progress: bool
     values: Mapping[str, Any]
     user_set: frozenset[str] = frozenset()
+    log: tuple[str, ...] = ()
 
     def __getitem__(self, key: str) -> Any:
         if key not in self.values:
@@ -215,6 +218,7 @@ class RunSettings:
             resume=self.resume,
             device=self.device,
             progress=self.progress,
+            log=self.log,
             max_batches_per_epoch=self.get("max_batches"),
             eval_every=self.get("eval_every", 1),
         )
