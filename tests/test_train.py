@@ -215,6 +215,8 @@ def test_epoch_line_is_short_and_aligned(capsys):
            "train_seconds": 1.0, "seconds": 1.234}  # fmt: skip
     line = epoch_line(3, 60, row)
     assert line.startswith("[ 4/60] train loss 0.2346    accuracy 0.9")
-    assert "| eval loss 0.25      accuracy 0.91 |" in line and line.endswith("| NFE fwd 26    bwd 32    eval 26 | 1.2 s")
+    assert "| eval loss 0.25      accuracy 0.91 |" in line and line.endswith(
+        "| NFE fwd 26    bwd 32    eval 26 | 1.2 s"
+    )
     other = epoch_line(10, 60, {**row, "train_loss": 12.5})
     assert other.index("accuracy") == line.index("accuracy")  # columns line up from epoch to epoch

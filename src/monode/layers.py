@@ -107,11 +107,11 @@ class ODEBlock(_Integrator):
         init: module mapping the input to the initial variables (h0, or (h0, m0), (h0, m0, v0)):
             `ZeroAugment`, `InitialVelocity`, `AdamInitialState` or your own. None: the input is h0.
             Variables not produced start at zero.
-        Solver keywords (shared with `ODERNN`):
-        t_span: integration interval (default: the field's, [0, 1]; Nesterov [1, 2]).
-        method="dopri5", rtol=1e-7, atol=1e-9, options=None: passed to `monode.solvers.odeint`.
-        adjoint=False: gradients by the adjoint method (constant memory) instead of backprop
-            through the solver; adjoint_rtol/atol/method/options configure its backward solve.
+        **solver: the solver keywords, shared with `ODERNN`: t_span (integration interval; default the
+            field's, [0, 1], Nesterov [1, 2]); method="dopri5", rtol=1e-7, atol=1e-9, options=None (passed
+            to `monode.solvers.odeint`); adjoint=False (gradients by the adjoint method, constant memory,
+            instead of backprop through the solver); adjoint_rtol, adjoint_atol, adjoint_method and
+            adjoint_options (its backward solve).
 
     `last_stats` is the `SolverStats` of the last forward; its backward counts are filled in
     when that forward's backward pass runs.
@@ -175,7 +175,7 @@ class ODERNN(_Integrator):
         field: the `VectorField`.
         cell: update module called as cell(variables, x_i) -> variables (a tensor for NODE/ANODE).
         hidden_size: size of each zero initial variable when forward gets no `variables`.
-        Solver keywords as in `ODEBlock` (t_span, method, rtol, atol, options, adjoint, adjoint_*).
+        **solver: the solver keywords of `ODEBlock` (t_span, method, rtol, atol, options, adjoint, adjoint_*).
 
     `last_stats` counts all solves of the last sequence (forward, and backward once it runs).
     """

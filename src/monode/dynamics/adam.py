@@ -52,7 +52,8 @@ class AdamField(VectorField):
         v_activation: act on v: "softplus" (MNIST), "sigmoid" (CIFAR) or None/"identity".
         beta_logits: initial (beta~1, beta~2); learn_betas=False freezes them.
         eps: floor of the denominator, entering as sqrt(act(v) + eps^2) (see the module docstring).
-        xi, xi_logit: restoring term on m, as in `HeavyBallField`.
+        xi: fixed restoring coefficient on m, as in `HeavyBallField`.
+        xi_logit: learnable restoring coefficient softplus(xi~), as in `HeavyBallField`.
     """
 
     state_size = 3

@@ -122,7 +122,10 @@ class CNF(nn.Module):
         t_end: T; the flow runs over [0, T].
         trace: "exact" or "hutchinson": the estimator `log_prob` uses unless told otherwise.
         noise: Hutchinson's probe, "gaussian" or "rademacher".
-        method, rtol, atol, options: passed to `monode.solvers.odeint` (options e.g. dict(step_size=0.05)).
+        method: the solver, passed to `monode.solvers.odeint`.
+        rtol: its relative tolerance.
+        atol: its absolute tolerance.
+        options: its options, e.g. dict(step_size=0.05).
         adjoint: gradients by `odeint_adjoint` instead of backprop through the solver.
     """
 

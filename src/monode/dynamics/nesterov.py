@@ -145,11 +145,13 @@ class NesterovField(_NesterovFamily):
 
     Args:
         net: f(t, h), dim -> dim channels.
-        activation: sigma2 on m; k_activation: sigma1 on k(t); f_activation: sigma3 on f. None = identity
-            (NesterovNODE).
+        activation: sigma2 on m (None = identity, as NesterovNODE).
+        k_activation: sigma1 on k(t) (None = identity).
+        f_activation: sigma3 on f (None = identity).
         sign: +-1 multiplying sigma3(f); -1 is the paper's m' = -m - f.
         p: the damping factor of h'' + (p/t) h' (3 in the papers).
-        xi, xi_logit: restoring term, fixed or learnable softplus(xi~), as in `HeavyBallField`.
+        xi: fixed restoring coefficient, as in `HeavyBallField`.
+        xi_logit: learnable restoring coefficient softplus(xi~), as in `HeavyBallField`.
     """
 
     def rhs(self, t: torch.Tensor, state: Pair, coef: NesterovCoefficients) -> Pair:

@@ -192,7 +192,9 @@ def odeint_adjoint(
     Same arguments as `odeint`, plus:
 
     Args:
-        adjoint_rtol, adjoint_atol, adjoint_method: the backward solve's (default: the forward's).
+        adjoint_rtol: the backward solve's rtol (default: the forward's).
+        adjoint_atol: the backward solve's atol (default: the forward's).
+        adjoint_method: the backward solve's method (default: the forward's).
         adjoint_options: options of the backward solve (default: the forward options without norm;
             a forward norm="rms" makes y and a one segment each in the backward mixed norm).
             norm="seminorm" measures the error on (y, a) only and ignores the parameter-gradient

@@ -97,7 +97,8 @@ def odeint(
             of `y0` and the return value must too.
         y0: initial state, a tensor or a tuple of tensors (e.g. momentum states (h, m) or (h, m, v)).
         t: 1-D strictly increasing or strictly decreasing times (decreasing integrates backwards).
-        rtol, atol: tolerances of adaptive methods (error ratio uses atol + rtol * max(|y0|, |y1|)).
+        rtol: relative tolerance of adaptive methods (the error is scaled by atol + rtol * max(|y0|, |y1|)).
+        atol: absolute tolerance of adaptive methods.
         method: "dopri5" (default), "bosh3", "euler", "midpoint", "rk4" or "nag" (see `METHODS`).
         options: method options. Adaptive: first_step, safety, ifactor, dfactor, max_step,
             max_num_steps (default 10000), norm (default: torchdiffeq's mixed norm, the max over
@@ -111,8 +112,12 @@ def odeint(
         Tensor [len(t), *y0.shape], or a tuple of such tensors for a tuple `y0`.
 
     Raises:
-        ODEInputError on bad arguments; NonFiniteStateError, StepSizeUnderflowError,
-        MaxStepsExceededError during the solve. Counts are recorded by `record_stats`.
+        ODEInputError: on bad arguments.
+        NonFiniteStateError: the state or the field became NaN/Inf (or overflowed) during the solve.
+        StepSizeUnderflowError: the adaptive step shrank below what the time's dtype resolves.
+        MaxStepsExceededError: more than options['max_num_steps'] steps.
+
+    Counts are recorded by `record_stats`.
     """
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     prob = prepare(func, y0, t)
