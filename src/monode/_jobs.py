@@ -47,7 +47,7 @@ def run_parallel(
         for i, (name, opts, out) in enumerate(runs):
             if gpus > 1 and torch.device(opts.device).type == "cuda":
                 opts = dataclasses.replace(opts, device=f"cuda:{i % gpus}")
-            log = out.parent / f"{name}.log"
+            log = out.parent / f"{out.name}.log"
             futures[pool.submit(_run_one, task, opts, out, threads, log)] = name
         pending = set(futures)
         while pending:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NoReturn
 from . import __version__
 
 if TYPE_CHECKING:  # the commands import torch when they run, so that --help and --version stay instant
-    from .tasks import BenchmarkTask, RunOptions
+    from .tasks import BenchmarkTask, RunOptions, RunResult
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -76,7 +76,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", type=Path, help="output folder (default runs/<task>/<model>)")
 
 
-def _options(args: argparse.Namespace, model: str) -> RunOptions:
+def _options(args: argparse.Namespace, model: str, seed: int | None = None) -> RunOptions:
     from .tasks import RunOptions, parse_override
 
     return RunOptions(
@@ -93,7 +93,7 @@ def _options(args: argparse.Namespace, model: str) -> RunOptions:
         data_dir=args.data_dir,
         subset=args.subset,
         preset=args.preset,
-        seed=args.seed,
+        seed=args.seed if seed is None else seed,
         device=args.device,
         resume=args.resume,
         progress=args.progress,
@@ -191,29 +191,42 @@ def cmd_compare(args: argparse.Namespace) -> None:
     models = [m.strip() for m in args.models.split(",")] if args.models else list(task.models)
     if args.jobs < 1:
         raise ValueError(f"--jobs {args.jobs} must be >= 1")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds {args.seeds} must be >= 1")
     out = args.out or Path("runs") / args.task / "compare"
-    results, params = {}, {}
+    seeds = [args.seed + k for k in range(args.seeds)]
     for model in models:
-        opts = _options(args, model)
-        task.settings(opts)  # fail fast on a bad model/preset before training anything
+        task.settings(_options(args, model))  # fail fast on a bad model/preset before training anything
+
+    def name(model: str, seed: int) -> str:  # one folder per run: <model>, or <model>/seed-<s> for several seeds
+        return model if len(seeds) == 1 else f"{model}/seed-{seed}"
+
+    runs = [(name(m, seed), _options(args, m, seed), out / name(m, seed)) for m in models for seed in seeds]
+    done: dict[str, RunResult] = {}
     with locked_run_dir(out):
         if args.jobs > 1:
             from ._jobs import run_parallel
 
-            print(f"== {args.task}: {len(models)} models, {args.jobs} at a time (logs in {out}/<model>.log)")
-            runs = [(model, _options(args, model), out / model) for model in models]
-            report = lambda name, result: print(f"== {args.task}: {name} done", flush=True)  # noqa: E731
-            for model, result in run_parallel(args.task, runs, args.jobs, report).items():
-                results[model], params[model] = result
+            print(f"== {args.task}: {len(runs)} runs, {args.jobs} at a time (logs in {out}/<run>.log)")
+            report = lambda run, result: print(f"== {args.task}: {run} done", flush=True)  # noqa: E731
+            done = run_parallel(args.task, runs, args.jobs, report)
         else:
-            for model in models:
-                print(f"== {args.task}: {model}", flush=True)
-                results[model], params[model] = task.run(_options(args, model), out / model)
+            for run, opts, folder in runs:
+                print(f"== {args.task}: {run}", flush=True)
+                done[run] = task.run(opts, folder)
+        results = {m: [done[name(m, seed)].rows for seed in seeds] for m in models}
+        params = {m: done[name(m, seeds[0])].parameters for m in models}
         table = write_comparison(
-            out, results, task.metric, task.higher_is_better, params, title=f"{args.task} ({args.preset})"
+            out,
+            results,
+            task.metric,
+            task.higher_is_better,
+            params,
+            title=f"{args.task} ({args.preset})",
+            seeds=seeds,
         )
     print(table.read_text())
-    print(f"outputs in {out}: table.md, metrics.csv, *.png and one folder per model")
+    print(f"outputs in {out}: table.md, metrics.csv, figures (.svg and .png) and one folder per run")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -275,7 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="train several models on a task; write table.md, metrics.csv and plots")
     p.add_argument("task", help="task name (see `monode tasks`)")
     p.add_argument("--models", help="comma-separated model names (default: every model of the task)")
-    p.add_argument("--jobs", type=int, default=1, help="train this many models at once, one process each (default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="train this many runs at once, one process each (default 1)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="runs per model with seeds --seed, --seed+1, ...: the table gives mean ± std, the figures a band",
+    )
     _add_run_flags(p)
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("eval", help="re-evaluate a finished run from its folder (config.json and checkpoint)")

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from .._distributed import replicas
 from .._run_lock import locked_run_dir
+from ..figures import training_curves
 from ..train import CHECKPOINT, Task, check_device, fit, refuse_overwrite, seed_everything
 from ._record import check_resumable, write_config
 from ._settings import RunOptions, RunSettings, coerce_setting
@@ -39,6 +40,7 @@ class BenchmarkTask:
     metric: ClassVar[str] = "accuracy"  # the headline eval metric column, "eval_<metric>"
     higher_is_better: ClassVar[bool] = True
     trains: ClassVar[bool] = True  # False for a study (`run` overridden) that `monode compare` cannot tabulate
+    figures: ClassVar[tuple[str, ...]] = ("training",)  # the figures a run writes (each as .svg and .png)
     presets: ClassVar[dict[str, dict[str, Any]]]
 
     def check_model(self, model: str) -> None:
@@ -99,6 +101,8 @@ class BenchmarkTask:
             task.model.to(r.device(s.device))
             rows = fit(task, config)
             if r.main:
+                title = f"{self.name}: {s.model} ({s.preset})"
+                training_curves(rows, self.metric, Path(out) / "training", title)
                 self.after_training(task, s, Path(out), rows)
         return RunResult(rows, count_parameters(task.model))
 
@@ -117,7 +121,8 @@ class BenchmarkTask:
             yield out
 
     def after_training(self, task: Task, s: RunSettings, out: Path, rows: list[dict[str, float]]) -> None:
-        """Write task-specific outputs (plots) from the trained `task.model`; nothing by default."""
+        """Write task-specific figures from the trained `task.model` (every run also gets `training.svg/png`,
+        its loss, metric and NFE per epoch); nothing more by default."""
 
 
 def check_values(values: Mapping[str, Any]) -> None:

@@ -38,6 +38,7 @@ from torch import Tensor
 from ..data import TOY2D, sample_toy2d
 from ..dynamics import MLPField
 from ..dynamics.cnf import CNF
+from ..figures import figure, save
 from ..solvers import METHODS
 from ..train import Task
 from ._base import BenchmarkTask
@@ -65,6 +66,7 @@ def log_density_grid(
 
 class Density(BenchmarkTask):
     name = "density"
+    figures = ("training", "density")
     summary = "2-D toy densities (8gaussians, 2moons, checkerboard, ...) with a CNF: held-out NLL, density PNG"
     models = ("node",)
     metric = "nll"
@@ -120,7 +122,7 @@ class Density(BenchmarkTask):
         out: Path,
         rows: list[dict[str, float]],
     ) -> None:
-        """Write <out>/density.png: data, learned density and samples of the trained flow."""
+        """Write <out>/density.svg/png: data, learned density and samples of the trained flow."""
         flow = task.model.eval()
         assert isinstance(flow, CNF)
         data = sample_toy2d(s["dataset"], int(s["n_plot"]), seed=3000 + s.seed)
@@ -132,7 +134,7 @@ class Density(BenchmarkTask):
         title = f"{s['dataset']}: CNF trained with {s['method']}" + (
             "" if nll is None else f", held-out NLL {nll:.3f} (evaluated with {s['eval_method']})"
         )
-        _plot_density(out / "density.png", data, logp, samples, title)
+        _plot_density(out / "density", data, logp, samples, title)
 
 
 def _eval_solver(s: RunSettings) -> dict:
@@ -140,16 +142,14 @@ def _eval_solver(s: RunSettings) -> dict:
     return solver_keywords(s["eval_method"], s["eval_tol"], s["eval_tol"], step_size=s["step_size"])
 
 
-def _plot_density(path: Path, data: Tensor, logp: Tensor, samples: Tensor, title: str) -> None:
-    """Three panels on [-4, 4]^2: data points, learned density exp(log p), model samples."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state, renders with Agg
-
-    fig = Figure(figsize=(12, 4.3))
+def _plot_density(stem: Path, data: Tensor, logp: Tensor, samples: Tensor, title: str) -> None:
+    """Three panels on [-4, 4]^2: data points, learned density exp(log p), model samples (the point clouds
+    rasterized inside the vector file, which stays small)."""
+    fig, axes = figure(1, 3, width=4.0, height=4.3)
     extent = (-PLOT_LIMIT, PLOT_LIMIT, -PLOT_LIMIT, PLOT_LIMIT)
-    axes = fig.subplots(1, 3)
     axes[1].imshow(logp.exp().numpy(), origin="lower", extent=extent, cmap="viridis")
     for ax, points in ((axes[0], data), (axes[2], samples)):
-        ax.scatter(*points.T.numpy(), s=1, alpha=0.3, linewidths=0)
+        ax.scatter(*points.T.numpy(), s=1, alpha=0.3, linewidths=0, rasterized=True)
     for ax, name in zip(axes, ("data", "learned density", "model samples")):
         ax.set_title(name)
         ax.set_xlim(extent[:2])
@@ -158,7 +158,7 @@ def _plot_density(path: Path, data: Tensor, logp: Tensor, samples: Tensor, title
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save(fig, stem)
 
 
 class _DensityTask:

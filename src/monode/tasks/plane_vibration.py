@@ -17,6 +17,7 @@ script: (G)NesterovNODE use the HB sizes, AdamNODE hidden 14 (16,331 parameters)
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -25,7 +26,14 @@ from ..data import load_plane_vibration, plane_vibration_windows
 from ..dynamics import MODELS
 from ._base import BenchmarkTask, Score, ScoredTask
 from ._settings import RunSettings
-from .sequences import SequenceModel, SequenceSizes, build_sequence_model, shrink_parameters, split_tensors
+from .sequences import (
+    SequenceModel,
+    SequenceSizes,
+    build_sequence_model,
+    plot_predictions,
+    shrink_parameters,
+    split_tensors,
+)
 
 FORECAST, FEATURES = 8, 5
 
@@ -73,6 +81,7 @@ def pv_score(recon_weight: float) -> Score:
 
 class PlaneVibration(BenchmarkTask):
     name = "plane-vibration"
+    figures = ("training", "predictions")
     summary = "F-16 plane vibration (irregular, 5 channels): ODE-RNN 8-step forecast MSE vs NFE"
     models = tuple(MODELS)
     metric = "forecast_mse"
@@ -99,6 +108,12 @@ class PlaneVibration(BenchmarkTask):
         evaluation = split_tensors(splits, s["eval_split"], keys)
         model = build_pv_model(s.model, seq_len=seq_len, pre_shrink=float(s["pre_shrink"]), **s.solver())
         return ScoredTask(model, train, evaluation, pv_score(float(s["recon_weight"])))
+
+    def after_training(self, task: Any, s: RunSettings, out: Path, rows: list[dict[str, float]]) -> None:
+        """predictions.svg/png: the 5 channels of a test window, one-step predictions and the 8-step forecast."""
+        x, dt, y, target = task.eval_data
+        title = f"plane vibration, {s.model}"
+        plot_predictions(task.model, (x, dt, y), out / "predictions", title, range(FEATURES), forecast=target[:1])
 
 
 TASK = PlaneVibration()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -227,3 +228,40 @@ def split_tensors(
     if split not in splits:
         raise ValueError(f"eval_split must be one of {sorted(splits)}, got {split!r}")
     return tuple(splits[split][key][:limit] for key in keys)
+
+
+def plot_predictions(
+    model: SequenceModel,
+    batch: tuple[Tensor, ...],
+    stem: Path,
+    title: str,
+    channels: Sequence[int],
+    forecast: Tensor | None = None,
+) -> None:
+    """predictions.svg/png: one test window, each of `channels` in a row: the observations y (dots) and the
+    ODE-RNN's one-step predictions of them (line), then, given `forecast` targets [B, F, C], the forecast
+    from the window's last state (dashed) against those targets."""
+    from ..figures import figure, legend_outside, save
+
+    x, dt, y = batch[0][:1], batch[1][:1], batch[2][:1]
+    model.eval()
+    with torch.no_grad():
+        out = model(x, dt)
+        ahead = None if forecast is None else model.forecast(out.last, forecast.shape[1])
+    steps = torch.arange(y.shape[1])
+    fig, axes = figure(len(channels), 1, width=7.0, height=1.8)
+    axes = list(axes.ravel())
+    for ax, c in zip(axes, channels):
+        ax.plot(steps, y[0, :, c], "o", ms=2.5, color="0.3", label="observed")
+        ax.plot(steps, out.prediction[0, :, c], "-", lw=1.2, label="one-step prediction")
+        if ahead is not None and forecast is not None:
+            later = steps[-1] + torch.arange(forecast.shape[1])
+            ax.plot(later, forecast[0, :, c], "s", ms=3, color="0.5", label="forecast target")
+            ax.plot(later, ahead[0, :, c], "--", lw=1.5, label="forecast")
+        ax.set_ylabel(f"channel {c}", fontsize=8)
+        ax.grid(True, alpha=0.3)
+    legend_outside(axes[0], fontsize=8)
+    axes[-1].set_xlabel("observation in the window")
+    axes[0].set_title(f"A test window: {title}", fontsize=10)
+    fig.tight_layout()
+    save(fig, stem)

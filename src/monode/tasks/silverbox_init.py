@@ -126,6 +126,7 @@ def log10_mean_norm(
 
 class SilverboxInit(BenchmarkTask):
     name = "silverbox-init"
+    figures = ("silverbox_init",)
     summary = "untrained models driven by the Silverbox input: log10 mean state norm over t (a study, no training)"
     models = tuple(MODELS) + (ALL,)
     metric = "growth_orders"
@@ -185,7 +186,7 @@ class SilverboxInit(BenchmarkTask):
                 )
                 print(f"{name:14s} log10 mean norm {curve[0]:7.2f} -> {curve[-1]:7.2f}", flush=True)
             _write_csv(out / "silverbox_init.csv", curves)
-            _write_plot(out / "silverbox_init.png", curves)
+            _write_plot(out / "silverbox_init", curves)
         return RunResult(rows, total)
 
 
@@ -197,23 +198,18 @@ def _write_csv(path: Path, curves: dict[str, np.ndarray]) -> None:
             writer.writerow([t, *(f"{v:.6g}" for v in values)])
 
 
-def _write_plot(path: Path, curves: dict[str, np.ndarray]) -> None:
-    import matplotlib
+def _write_plot(stem: Path, curves: dict[str, np.ndarray]) -> None:
+    from ..figures import figure, legend_outside, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = figure(width=7.0, height=4.5)
     for name, curve in curves.items():
         ax.plot(curve, label=name, linewidth=2)
     ax.set_xlabel("t (Silverbox samples)")
     ax.set_ylabel("log10 mean ||state(t)||")
     ax.set_title("Untrained models driven by the Silverbox input (10 initialisations)")
     ax.grid(True, alpha=0.4)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    legend_outside(ax, fontsize=8)
+    save(fig, stem)
 
 
 TASK = SilverboxInit()

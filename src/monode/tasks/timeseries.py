@@ -31,14 +31,17 @@ network). z0 fills the decoder's width, so ANODE's zero augmentation adds nothin
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import load_physionet, make_spirals, physionet_feature_stats, physionet_tensors
 from ..dynamics import MODELS, State, build_initializer, build_model
+from ..figures import figure, legend_outside, save
 from ..layers import ODERNN, ODEBlock
 from ._base import BenchmarkTask
 from ._settings import RunSettings
@@ -138,6 +141,7 @@ class LatentODE(nn.Module):
 
 class TimeSeries(BenchmarkTask):
     name = "timeseries"
+    figures = ("training", "reconstructions")
     summary = "latent ODE on irregular series: spirals (generated) or PhysioNet 2012 (--set dataset=physionet)"
     models = tuple(MODELS)
     metric = "mse"
@@ -188,6 +192,42 @@ class TimeSeries(BenchmarkTask):
         return _TimeSeriesTask(
             model, data[0], data[1], obs_std=s["obs_std"], kl_weight=s["kl_weight"], score_all=s["holdout"] == 0
         )
+
+    def after_training(self, task: Any, s: RunSettings, out: Path, rows: list[dict[str, float]]) -> None:
+        """reconstructions.svg/png: three test series, their three most observed features, the data seen by
+        the encoder and held out from it, and the decoded trajectory on a fine grid."""
+        plot_reconstructions(task.model, task.eval_data, out / "reconstructions", f"{s.model}, {s['dataset']}")
+
+
+def plot_reconstructions(model: LatentODE, data: tuple[Tensor, ...], stem: Path, title: str, series: int = 3) -> None:
+    times, values, mask, visible = _trim(tuple(t[:series] for t in data))
+    model.eval()
+    with torch.no_grad():
+        mean, _ = model.encode(times, values, mask, visible)
+        grid = torch.linspace(0, float(times.max()), 100).expand(len(times), -1).contiguous()
+        curve = model.decode(mean, grid)
+    counts = mask.sum((0, 1))
+    features = counts.argsort(descending=True)[: min(3, values.shape[-1])].tolist()
+    fig, axes = figure(len(times), len(features), width=3.6, height=2.4)
+    axes = np.atleast_2d(axes).reshape(len(times), len(features))
+    for i in range(len(times)):
+        for j, d in enumerate(features):
+            ax = axes[i, j]
+            obs = mask[i, :, d] > 0
+            shown = obs & (visible[i] > 0)
+            held = obs & (visible[i] == 0)
+            ax.plot(times[i][shown], values[i, shown, d], "o", ms=3, color="0.2", label="seen by the encoder")
+            ax.plot(times[i][held], values[i, held, d], "x", ms=4, color="C3", label="held out")
+            ax.plot(grid[i], curve[i, :, d], "-", color="C0", label="latent ODE")
+            ax.grid(True, alpha=0.3)
+            if i == 0:
+                ax.set_title(f"feature {d}", fontsize=9)
+            if i == len(times) - 1:
+                ax.set_xlabel("t")
+    legend_outside(axes[0, -1], fontsize=8)
+    fig.suptitle(f"Reconstructions of test series: {title}")
+    fig.tight_layout()
+    save(fig, stem)
 
 
 def _spirals(s: RunSettings) -> tuple[dict, dict, float]:

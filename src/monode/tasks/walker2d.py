@@ -18,6 +18,7 @@ rate schedules unless --lr or --set lr_milestones=... is given."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -26,7 +27,7 @@ from ..data import load_walker2d_rollouts, walker2d_windows
 from ..dynamics import MODELS
 from ._base import BenchmarkTask, ScoredTask
 from ._settings import RunOptions, RunSettings
-from .sequences import SequenceModel, SequenceSizes, build_sequence_model, split_tensors
+from .sequences import SequenceModel, SequenceSizes, build_sequence_model, plot_predictions, split_tensors
 
 TIME_SCALE = 1.0 / 64.0  # the official scripts divide the raw step gaps by 64
 FEATURES = 17
@@ -65,6 +66,7 @@ def _score(model: SequenceModel, batch: tuple[Tensor, ...]) -> tuple[Tensor, dic
 
 class Walker2D(BenchmarkTask):
     name = "walker2d"
+    figures = ("training", "predictions")
     summary = "Walker2D kinematics (irregular, 17 features): ODE-RNN one-step MSE vs forward/backward NFE"
     models = tuple(MODELS)
     metric = "mse"
@@ -99,6 +101,10 @@ class Walker2D(BenchmarkTask):
         evaluation = split_tensors(splits, s["eval_split"], keys)
         model = build_walker_model(s.model, f_depth=int(s["f_depth"]), seq_len=seq_len, **s.solver())
         return ScoredTask(model, train, evaluation, _score)
+
+    def after_training(self, task: Any, s: RunSettings, out: Path, rows: list[dict[str, float]]) -> None:
+        """predictions.svg/png: four of the 17 kinematic channels of a test window against the predictions."""
+        plot_predictions(task.model, task.eval_data, out / "predictions", f"Walker2D, {s.model}", channels=(0, 1, 8, 9))
 
 
 TASK = Walker2D()
