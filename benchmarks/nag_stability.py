@@ -5,7 +5,7 @@ z^2 = (1 + (1 - mu) w) ((1 + mu) z - mu); w is in the region when both roots sat
 Prints, per momentum, the region's area, its real-axis interval and the error constant, and writes
 the plot to docs/nag_stability.png (the basis of the default mu = 1/2, see monode/solvers/nag.py).
 
-    python benchmarks/nag_stability.py [--out docs/nag_stability.png]
+    python benchmarks/nag_stability.py [--out docs/nag_stability]   (writes .svg and .png)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def spectral_radius(w: np.ndarray, mu: float) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "nag_stability.png")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "nag_stability")
     args = parser.parse_args()
     xs, ys = np.linspace(-7, 1, 801), np.linspace(-4, 4, 801)
     grid = xs[None, :] + 1j * ys[:, None]
@@ -48,12 +48,9 @@ def main() -> None:
         )
     print_table(["momentum", "region area", "real-axis min (grid)", "real-axis min (formula)", "error constant"], rows)
 
-    import matplotlib
+    from monode.figures import figure, legend_outside, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = figure(width=6.5, height=5.0)
     for mu, color in zip(momenta, ["black", "tab:blue", "tab:red", "tab:green"]):
         label = "Euler (mu=0)" if mu == 0 else f"NAG mu={mu}" + (" (default)" if mu == 0.5 else "")
         ax.contour(xs, ys, spectral_radius(grid, mu), levels=[1.0], colors=color)
@@ -64,10 +61,9 @@ def main() -> None:
     ax.set_ylabel("Im(h lambda)")
     ax.set_title("Absolute stability regions (inside each curve)")
     ax.set_aspect("equal")
-    ax.legend(loc="upper left")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110, bbox_inches="tight")
-    print(f"wrote {args.out}")
+    legend_outside(ax)
+    paths = save(fig, args.out.with_suffix("") if args.out.suffix else args.out)
+    print("wrote", ", ".join(map(str, paths)))
 
 
 if __name__ == "__main__":
