@@ -9,6 +9,7 @@ else is a TypeError naming the signature (rather than a TypeError at the first f
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,13 +28,13 @@ class TimeFree(nn.Module):
         return self.net(h)
 
 
-def as_field_network(net: nn.Module) -> nn.Module:
-    """`net` as a network called f(t, h): as it is when its forward takes (t, h) (or *args), wrapped in
-    `TimeFree` when it takes h alone."""
-    if not isinstance(net, nn.Module):
+def as_field_network(net: Any) -> Any:
+    """`net` (an nn.Module, or a plain function without parameters) as a network called f(t, h): as it is
+    when it takes (t, h) (or *args), wrapped in `TimeFree` when it takes h alone."""
+    if not callable(net):
         raise TypeError(f"the network of a vector field must be an nn.Module taking (t, h) or h, got {net!r}")
     try:
-        signature = inspect.signature(net.forward)
+        signature = inspect.signature(net.forward if isinstance(net, nn.Module) else net)
     except (TypeError, ValueError):  # a builtin or C++ forward: trust the caller
         return net
     kinds = [p.kind for p in signature.parameters.values()]
@@ -48,8 +49,9 @@ def as_field_network(net: nn.Module) -> nn.Module:
     if len(required) == 2 or (not required and len(positional) >= 2):
         return net
     if len(required) == 1 or (not required and len(positional) == 1):
-        return TimeFree(net)
+        return TimeFree(net) if isinstance(net, nn.Module) else (lambda t, h: net(h))
+    name = f"{type(net).__name__}.forward" if isinstance(net, nn.Module) else getattr(net, "__qualname__", "net")
     raise TypeError(
-        f"{type(net).__name__}.forward{signature} takes {len(required)} required positional arguments: the "
-        f"network of a vector field takes (t, h), or h alone"
+        f"{name}{signature} takes {len(required)} required positional arguments: the network of a vector "
+        f"field takes (t, h), or h alone"
     )
