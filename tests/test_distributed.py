@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from monode import cli
 from monode.cli import main
+from monode.train import _save_checkpoint, load_checkpoint
 
 # A fixed-step solve, so that the only difference between one and two processes is the order of float
 # sums (adaptive step control would see each rank's shard instead of the whole batch). 91 examples: the
@@ -33,41 +36,48 @@ def metrics(run: Path) -> list[dict]:
     ]
 
 
+EPOCHS = "12"
+
+
 @pytest.mark.slow
-def test_two_processes_match_one_and_resume_exactly(tmp_path) -> None:
-    assert main(["train", *RUN, "--epochs", "3", "--out", str(tmp_path / "one")]) == 0
+def test_two_processes_match_one_and_a_killed_run_resumes_exactly(tmp_path) -> None:
+    assert main(["train", *RUN, "--epochs", EPOCHS, "--out", str(tmp_path / "one")]) == 0
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    run([*torchrun, str(Path(__file__).with_name("ddp_script.py")), str(tmp_path), *RUN])  # two, resumed
+    run([*torchrun, "-m", "monode", "train", *RUN, "--epochs", EPOCHS, "--out", str(tmp_path / "two")])
     one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert [r.keys() for r in one] == [r.keys() for r in two]
     for a, b in zip(one, two):
         for key in a:
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key  # float summation order only
 
-    # fresh processes (through the --nproc launcher) resume the 2-epoch run to 3: bit for bit the 3-epoch run
-    run([sys.executable, "-m", "monode", "train", *RUN, "--epochs", "3", "--resume", "--nproc", "2",
-         "--out", str(tmp_path / "resumed")])  # fmt: skip
-    assert metrics(tmp_path / "resumed") == two
-    assert sorted(p.name for p in (tmp_path / "resumed").iterdir() if not p.name.startswith(".")) == [
-        "checkpoint.pt",
-        "config.json",
-        "metrics.csv",
-        "metrics.json",
-        "training.png",
-        "training.svg",
-    ]
+    # the same run through the --nproc launcher, SIGKILLed (launcher, agent and both ranks) once a checkpoint
+    # exists, then resumed by fresh processes: bit for bit the uninterrupted two-process run
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "monode", "train", *RUN, "--epochs", EPOCHS, "--nproc", "2", "--out", str(killed)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline:
+        if (killed / "checkpoint.pt").exists() and load_checkpoint(killed / "checkpoint.pt")["epoch"] >= 1:
+            break
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    at = load_checkpoint(killed / "checkpoint.pt")["epoch"]  # a kill at any instant leaves a loadable checkpoint
+    assert 1 <= at < int(EPOCHS) - 1, f"the kill came too late to test anything (after epoch {at})"
+    run([*command, "--resume"])
+    assert metrics(killed) == two
+    assert not list(killed.glob(".*.tmp"))
 
 
 def test_resuming_with_another_number_of_processes_is_refused(tmp_path, capsys) -> None:
     import torch
 
-    from monode.train import load_checkpoint
-
     assert main(["train", *RUN, "--epochs", "1", "--out", str(tmp_path)]) == 0
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     ckpt.update(world_size=2, rng_ranks=[ckpt["rng"], ckpt["rng"]])
-    from monode.train import _save_checkpoint
-
     _save_checkpoint(tmp_path / "checkpoint.pt", ckpt)
     assert main(["train", *RUN, "--epochs", "2", "--resume", "--out", str(tmp_path)]) == 2
     assert "written by 2 process(es), this run has 1" in capsys.readouterr().err
