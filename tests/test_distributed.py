@@ -36,7 +36,7 @@ def metrics(run: Path) -> list[dict]:
     ]
 
 
-EPOCHS = "12"
+EPOCHS = "6"
 
 
 @pytest.mark.slow
