@@ -23,9 +23,9 @@ def _rows(path) -> list[dict[str, str]]:
 @pytest.mark.slow
 @pytest.mark.data("mnist")
 def test_mnist_subset_training_beats_chance(tmp_path) -> None:
-    """HBNODE on 512 real MNIST digits, 2 epochs with the adjoint and RK4 (2 steps; the quick preset's dopri5
-    takes twice as long): loss falls, test accuracy far above 10%."""
-    argv = ["train", "mnist", "--model", "hbnode", "--subset", "512", "--set", "test_subset=500", "--epochs", "2",
+    """HBNODE on 384 real MNIST digits, 2 epochs with the adjoint and RK4 (2 steps; the quick preset's dopri5
+    takes twice as long): loss falls, test accuracy far above 10% (0.71 on 400 test digits when written)."""
+    argv = ["train", "mnist", "--model", "hbnode", "--subset", "384", "--set", "test_subset=400", "--epochs", "2",
             "--batch-size", "32", "--lr", "2e-3", "--method", "rk4", "--step-size", "0.5", "--no-progress",
             "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) == 0
