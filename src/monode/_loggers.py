@@ -61,7 +61,7 @@ def check_loggers(names: Sequence[str]) -> None:
 
 
 def open_loggers(names: Sequence[str], out: Path, purge_step: int | None = None) -> list[Logger]:
-    check_loggers(names)
+    """The loggers `names` (already checked by `TrainConfig`) writing into `out`."""
     return [TensorBoardLogger(out, purge_step) for name in names if name == "tensorboard"]
 
 

@@ -5,8 +5,7 @@
     save(fig, out / "training")          # training.svg and training.png
 
 `training_curves` is the figure every training run writes (loss, the task's metric and the forward/backward
-NFE per epoch); `series_panel` draws observed values against a model's predictions, for the sequence
-tasks' forecasts and the latent ODE's reconstructions.
+NFE per epoch).
 """
 
 from __future__ import annotations
@@ -14,24 +13,30 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+if TYPE_CHECKING:  # matplotlib loads when a figure is made, not when a task module is imported (~1 s)
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-__all__ = ["DPI", "FORMATS", "figure", "legend_outside", "save", "series_panel", "training_curves"]
+__all__ = ["DPI", "FORMATS", "figure", "legend_outside", "save", "training_curves"]
 
 DPI = 200
 FORMATS = ("svg", "png")
 
 
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def figure(rows: int = 1, cols: int = 1, width: float = 6.4, height: float = 4.0) -> tuple[Figure, Any]:
     """A figure of rows x cols axes of the given size (inches) each; the axes array squeezed as pyplot does."""
-    return plt.subplots(rows, cols, figsize=(width * cols, height * rows))
+    return _pyplot().subplots(rows, cols, figsize=(width * cols, height * rows))
 
 
 def legend_outside(ax: Axes, **kwargs: Any) -> None:
@@ -47,7 +52,7 @@ def save(fig: Figure, stem: Path) -> list[Path]:
     paths = [stem.with_name(f"{stem.name}.{fmt}") for fmt in FORMATS]
     for path in paths:
         fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Date": None} if path.suffix == ".svg" else None)
-    plt.close(fig)
+    _pyplot().close(fig)
     return paths
 
 
@@ -79,19 +84,3 @@ def training_curves(rows: Sequence[Mapping[str, Any]], metric: str, stem: Path, 
     axes[0].set_title(title)
     fig.tight_layout()
     return save(fig, stem)
-
-
-def series_panel(
-    ax: Axes,
-    times: Sequence[float],
-    observed: Sequence[float],
-    predicted: Sequence[float] | None = None,
-    *,
-    predicted_times: Sequence[float] | None = None,
-    label: str = "model",
-) -> None:
-    """Observed values as dots and a model's values as a line (at `predicted_times`, default `times`)."""
-    ax.plot(times, observed, "o", markersize=3, color="0.3", label="data")
-    if predicted is not None:
-        ax.plot(times if predicted_times is None else predicted_times, predicted, "-", linewidth=1.5, label=label)
-    ax.grid(True, alpha=0.3)

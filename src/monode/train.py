@@ -396,13 +396,13 @@ def evaluate(
     batch_size: int,
     device: str | torch.device = "cpu",
     max_batches: int | None = None,
-    replicas: Replicas | None = None,
+    ranks: Replicas | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
     """`task.evaluate` over `data` in order, under no_grad with the model in eval mode: the eval_*
-    metrics averaged over examples and eval_forward_nfe (mean per batch). With `replicas`, each rank
-    evaluates its part of every batch and the means are all-reduced."""
-    r = replicas or Replicas()
+    metrics averaged over examples and eval_forward_nfe (mean per batch). With `ranks` (data-parallel
+    processes), each rank evaluates its part of every batch and the means are all-reduced."""
+    r = ranks or Replicas()
     model = task.model
     model.eval()
     means = _Means()
@@ -466,11 +466,11 @@ class _Means:
             self.sums[name] = self.sums.get(name, 0.0) + float(value) * weight
             self.weights[name] = self.weights.get(name, 0.0) + weight
 
-    def means(self, prefix: str, replicas: Replicas | None = None) -> dict[str, float]:
-        """The means, over the ranks' sums too when `replicas` is given (every rank gets them)."""
+    def means(self, prefix: str, ranks: Replicas | None = None) -> dict[str, float]:
+        """The means, over the ranks' sums too when `ranks` is given (every rank gets them)."""
         sums, weights = self.sums, self.weights
-        if replicas is not None and replicas.parallel:
-            both = replicas.sum({**{"s:" + k: v for k, v in sums.items()}, **{"w:" + k: v for k, v in weights.items()}})
+        if ranks is not None and ranks.parallel:
+            both = ranks.sum({**{"s:" + k: v for k, v in sums.items()}, **{"w:" + k: v for k, v in weights.items()}})
             sums = {k: both["s:" + k] for k in sums}
             weights = {k: both["w:" + k] for k in weights}
         return {prefix + name: total / weights[name] for name, total in sums.items() if weights[name]}
@@ -573,10 +573,15 @@ def _content_digest(archive: zipfile.ZipFile) -> str:
     return h.hexdigest()
 
 
+def _legacy_sidecar(path: Path) -> Path:
+    """Where monode 0.1.0 kept a checkpoint's sha256."""
+    return path.with_name(path.name + ".sha256")
+
+
 def _digests(data: bytes, path: Path) -> tuple[str, str]:
     """(expected, actual) sha256 of a checkpoint's bytes: the embedded digest against its records, or
     for a legacy checkpoint its `.sha256` sidecar against the whole file."""
-    sidecar = path.with_name(path.name + ".sha256")
+    sidecar = _legacy_sidecar(path)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             digest = [i for i in archive.infolist() if i.filename.rsplit("/", 1)[-1] == _DIGEST]
@@ -604,4 +609,4 @@ def _save_checkpoint(path: Path, payload: dict) -> None:
         prefix = archive.namelist()[0].split("/", 1)[0]
         archive.writestr(f"{prefix}/{_DIGEST}", _content_digest(archive))
     atomic_write(path, buffer.getvalue())
-    path.with_name(path.name + ".sha256").unlink(missing_ok=True)  # a legacy sidecar describes an older file
+    _legacy_sidecar(path).unlink(missing_ok=True)  # a legacy sidecar describes an older file

@@ -134,9 +134,9 @@ def load_run(run_dir: str | Path, *, data_dir: str | None = None, device: str = 
         values=values,
         user_set=frozenset(config.get("user_set", ())),
     )
-    ckpt = load_checkpoint(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).exists() else None
-    if ckpt is None:
+    if not (run_dir / CHECKPOINT).exists():
         raise ValueError(f"{run_dir} has no {CHECKPOINT}: the run did not finish an epoch")
+    ckpt = load_checkpoint(run_dir / CHECKPOINT)
     seed_everything(s.seed)
     task = bench.build(s)
     task.model.load_state_dict(ckpt["model"])
