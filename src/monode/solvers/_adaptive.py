@@ -1,11 +1,13 @@
-"""The loop shared by adaptive embedded Runge-Kutta methods (dopri5, bosh3).
+"""The loop shared by adaptive embedded Runge-Kutta methods (dopri5, dopri8, bosh3, fehlberg2, adaptive_heun).
 
-Step control follows torchdiffeq's RK solvers, so NFE counts stay comparable with published ones:
+Step control is torchdiffeq's RK solvers', so steps and NFE match torchdiffeq's:
 Hairer-Norsett-Wanner initial step selection; error ratio = norm(err / (atol + rtol max(|y0|, |y1|)))
-with the RMS (or max-over-components RMS) norm; accept iff ratio <= 1; next step
-dt * min(ifactor, max(safety / ratio^(1/order), dfactor)) with no shrinking after an accepted step;
-integration runs past output times and interpolates (`_interpolation`). Trial steps with NaN/Inf
-values are retried smaller (`_nonfinite`).
+with the RMS (or max-over-components RMS) norm; accept iff ratio <= 1 (or dt <= min_step); next step
+dt * min(ifactor, max(safety / ratio^(1/order), dfactor)) with no shrinking after an accepted step, clamped
+to [min_step, max_step]; steps end on `step_t` and `jump_t` times (after a jump the slope is re-evaluated just
+past it); stages at the step's end are evaluated one ulp before it, as torchdiffeq does (so a field with a
+jump there is seen from the step's side); integration runs past output times and interpolates
+(`_interpolation.quartic`). Trial steps with NaN/Inf values are retried smaller (`_nonfinite`).
 
 One step (`step`: the RK stages of `_rk`, the error estimate and its norm) and one start (`start`: f0
 and the initial step, its branches as torch.where) serve both modes. With options['compile'] each is
@@ -17,23 +19,58 @@ and decreasing time is integrated natively (no reversed-function wrapper).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from . import _compile
+from ._callbacks import NONE, Callbacks
+from ._clock import Clock, check_time_dtype, nudge, to_float32
 from ._errors import MaxStepsExceededError, ODEInputError, StepSizeUnderflowError
 from ._fixed import DEFAULT_MAX_NUM_STEPS
 from ._inputs import check_max_num_steps, check_positive, time_tensor
-from ._interpolation import interpolate
+from ._interpolation import quartic
 from ._nonfinite import NonFiniteTrials
-from ._rk import Scalar, rk_step, stage_times, weighted_sum
+from ._rk import Scalar, rk_step, weighted_sum
 from ._stats import SolverStats
 from ._tableau import ButcherTableau
 
 Norm = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _check_times_option(method: str, name: str, value: Any) -> list[float]:
+    """options['step_t'] / ['jump_t']: finite times, as floats."""
+    try:
+        values = [float(v) for v in torch.as_tensor(value).reshape(-1).tolist()]
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ODEInputError(f"{method}: options[{name!r}] must be a 1-D tensor of times, got {value!r}") from exc
+    if not all(math.isfinite(v) for v in values):
+        raise ODEInputError(f"{method}: options[{name!r}] must be finite, got {values}")
+    return values
+
+
+class _Stops:
+    """The `step_t` / `jump_t` times still ahead, in the direction of integration (torchdiffeq's indices: the
+    next one after t0, staying on the last one once passed)."""
+
+    def __init__(self, values: list[float], t0: float, direction: float) -> None:
+        ahead = sorted((direction * v for v in values if direction * v >= direction * t0))
+        self.values = [direction * v for v in ahead]
+        self.direction = direction
+        self.index = min(bisect.bisect(ahead, direction * t0), len(ahead) - 1) if ahead else 0
+
+    def inside(self, t: float, t1: float) -> float | None:
+        """The next stop strictly inside (t, t1), if any."""
+        if not self.values:
+            return None
+        v, d = self.values[self.index], self.direction
+        return v if d * t < d * v < d * t1 else None
+
+    def passed(self) -> None:
+        self.index = min(self.index + 1, len(self.values) - 1)
 
 
 class AdaptiveRungeKutta:
@@ -46,11 +83,16 @@ class AdaptiveRungeKutta:
         "safety",
         "ifactor",
         "dfactor",
+        "min_step",
         "max_step",
+        "step_t",
+        "jump_t",
+        "dtype",
         "max_num_steps",
         "norm",
         "compile",
     )
+    callbacks: ClassVar[tuple[str, ...]] = ("callback_step", "callback_accept_step", "callback_reject_step")
 
     def __init__(
         self,
@@ -61,7 +103,11 @@ class AdaptiveRungeKutta:
         safety: float = 0.9,
         ifactor: float = 10.0,
         dfactor: float = 0.2,
+        min_step: float = 0.0,
         max_step: float = math.inf,
+        step_t: Any = None,
+        jump_t: Any = None,
+        dtype: torch.dtype = torch.float64,
         max_num_steps: int = DEFAULT_MAX_NUM_STEPS,
         compile: bool | dict = False,
     ) -> None:
@@ -75,6 +121,16 @@ class AdaptiveRungeKutta:
                 f"{name}: options need dfactor <= 1 <= ifactor, got dfactor={dfactor!r}, ifactor={ifactor!r}"
             )
         self.max_step = check_positive(name, "max_step", max_step, allow_inf=True)
+        if isinstance(min_step, bool) or not (isinstance(min_step, (int, float)) and 0 <= min_step <= self.max_step):
+            raise ODEInputError(f"{name}: options['min_step'] must be a float in [0, max_step], got {min_step!r}")
+        self.min_step = float(min_step)
+        self.step_t = [] if step_t is None else _check_times_option(name, "step_t", step_t)
+        self.jump_t = [] if jump_t is None else _check_times_option(name, "jump_t", jump_t)
+        if set(self.step_t) & set(self.jump_t):
+            raise ODEInputError(
+                f"{name}: options 'step_t' and 'jump_t' share the time(s) {sorted(set(self.step_t) & set(self.jump_t))}"
+            )
+        self.float32_time = check_time_dtype(name, dtype)
         self.max_num_steps = check_max_num_steps(name, max_num_steps)
         self.compile = _compile.check_option(name, compile)
         self.rtol, self.atol, self.norm = rtol, atol, norm
@@ -83,13 +139,18 @@ class AdaptiveRungeKutta:
     def _atol(self) -> torch.Tensor | float:
         return self.atol if self.atol_per_component is None else self.atol_per_component
 
+    def _time(self, value: float) -> float:
+        return to_float32(value) if self.float32_time else value
+
+    def _clamp(self, dt: float) -> float:
+        return min(max(dt, self.min_step), self.max_step)
+
     def _next_step(self, dt: float, ratio: float) -> float:
         if ratio == 0.0:
             return dt * self.ifactor
         dfactor = 1.0 if ratio < 1.0 else self.dfactor
         factor = min(self.ifactor, max(self.safety / ratio ** (1.0 / self.tableau.order), dfactor))
         return dt * factor
-
     # -- the step and the start, eager or compiled -----------------------------------------------------
     def step(
         self,
@@ -104,7 +165,8 @@ class AdaptiveRungeKutta:
         `times` and f0 = func(times[0], y). The ratio is NaN if any stage is NaN/Inf (the tolerance holds |y1|)."""
         y1, ks = rk_step(func, self.tableau, times, dt, y, f0)
         with torch.no_grad():
-            err = weighted_sum(ks, self.tableau.terms.error, dt)
+            assert self.tableau.b_error is not None
+            err = weighted_sum(ks, self.tableau.b_error, dt)
             tol = torch.maximum(y.abs(), y1.abs()).mul_(self.rtol).add_(atol)
             ratio = self.norm(err.div_(tol))
         return y1, ks, ratio
@@ -130,9 +192,17 @@ class AdaptiveRungeKutta:
             return f0, torch.stack([torch.minimum(100 * h0, h1), d0, d1])
 
     def _trial(
-        self, func: Callable, t: float, dt: float, y: torch.Tensor, f: torch.Tensor
+        self, func: Callable, clock: Clock, t: float, dt: float, t1: float, y: torch.Tensor, f: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor], float]:
-        times = stage_times(t, dt, self.tableau.c, y)
+        """The trial step dt (signed) from t to t1: stage times as torchdiffeq forms them (in float32
+        arithmetic for a float32 state; a stage at the step's end one ulp before t1)."""
+        if y.dtype == torch.float32:
+            t32, dt32 = to_float32(t), to_float32(dt)
+            values = [to_float32(t32 + to_float32(to_float32(c) * dt32)) for c in self.tableau.c]
+        else:
+            values = [t + c * dt for c in self.tableau.c]
+        values = [nudge(t1, t, y.dtype) if c == 1.0 else v for v, c in zip(values, self.tableau.c)]
+        times = clock.values(values, y)
         if self.compile:
             out = _compile.call(self, "step", y.device, func, times, time_tensor([dt], y)[0], y, f, self._atol())
             if out is not None:
@@ -141,9 +211,9 @@ class AdaptiveRungeKutta:
         return y1, ks, float(ratio)
 
     def _begin(
-        self, func: Callable, t0: float, y0: torch.Tensor, direction: float, trials: NonFiniteTrials
+        self, func: Callable, clock: Clock, t0: float, y0: torch.Tensor, direction: float, trials: NonFiniteTrials
     ) -> tuple[torch.Tensor, float]:
-        t0_tensor = time_tensor([t0], y0)[0]
+        t0_tensor = clock.at(t0, y0)
         if self.first_step is not None:
             return func(t0_tensor, y0), self.first_step
         out = None
@@ -156,8 +226,17 @@ class AdaptiveRungeKutta:
         return f0, dt
 
     # -- the loop ------------------------------------------------------------------------------------
-    def integrate(self, func: Callable, y0: torch.Tensor, times: list[float]) -> tuple[torch.Tensor, SolverStats]:
-        """Solve from times[0]; return the states at `times` stacked on dim 0, and the counts."""
+    def integrate(
+        self,
+        func: Callable,
+        y0: torch.Tensor,
+        times: list[float],
+        clock: Clock | None = None,
+        callbacks: Callbacks = NONE,
+    ) -> tuple[torch.Tensor, SolverStats]:
+        """Solve from times[0]; return the states at `times` stacked on dim 0, and the counts. `clock` makes the
+        time tensors (differentiable in the user's t when it requires grad); `callbacks` are called per step."""
+        clock = Clock() if clock is None else clock
         stats = SolverStats()
         outputs = [y0]
         if len(times) == 1:
@@ -166,13 +245,14 @@ class AdaptiveRungeKutta:
         direction = 1.0 if times[-1] > times[0] else -1.0
         trials = NonFiniteTrials(self.name, direction, self.atol)
         t, y = times[0], y0
-        f, dt = self._begin(func, t, y0, direction, trials)
+        f, dt = self._begin(func, clock, t, y0, direction, trials)
         nfe = 1 if self.first_step is not None else 2
-        dt = direction * min(dt, self.max_step)
+        dt = self._time(self._clamp(dt) if math.isfinite(dt) else self.min_step)
+        step_stops, jump_stops = _Stops(self.step_t, t, direction), _Stops(self.jump_t, t, direction)
         new_nfe = tab.stages - 1 if tab.fsal else tab.stages
         last: tuple[float, float, torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor] | None = None
         attempts = rejected = 0
-        for t_out in times[1:]:
+        for i, t_out in enumerate(times[1:], start=1):
             while (t_out - t) * direction > 0:
                 if attempts >= self.max_num_steps:
                     raise MaxStepsExceededError(
@@ -180,35 +260,60 @@ class AdaptiveRungeKutta:
                         f"integrating to t={times[-1]:.6g}; the problem may be stiff or rtol={self.rtol:g}, "
                         f"atol={self.atol:g} too tight: raise max_num_steps or loosen the tolerances"
                     )
-                if t + dt == t:
+                if t + direction * dt == t:
                     if trials.count:
-                        raise trials.stuck(t, dt)
+                        raise trials.stuck(t, direction * dt)
                     raise StepSizeUnderflowError(
-                        f"{self.name}: step size underflow at t={t:.6g} (dt={dt:.3g}) with rtol={self.rtol:g}, "
-                        f"atol={self.atol:g}; the field may be non-smooth or stiff: loosen the tolerances or use "
-                        f"a fixed-step method"
+                        f"{self.name}: step size underflow at t={t:.6g} (dt={direction * dt:.3g}) with "
+                        f"rtol={self.rtol:g}, atol={self.atol:g}; the field may be non-smooth or stiff: loosen the "
+                        f"tolerances or use a fixed-step method"
                     )
-                y1, ks, ratio = self._trial(func, t, dt, y, f)
+                if callbacks.step is not None:
+                    callbacks.step(clock.at(t, y), y, time_tensor([dt], y)[0])
+                t1 = self._time(t + direction * dt)
+                stop_step, stop_jump = step_stops.inside(t, t1), jump_stops.inside(t, t1)
+                if stop_jump is not None:
+                    t1, stop_step = stop_jump, None
+                elif stop_step is not None:
+                    t1 = stop_step
+                step = dt if stop_step is None and stop_jump is None else abs(t1 - t)
+                y1, ks, ratio = self._trial(func, clock, t, direction * step, t1, y, f)
                 attempts += 1
                 nfe += new_nfe
-                if ratio <= 1.0:
-                    f1 = ks[-1] if tab.fsal else func(time_tensor([t + dt], y)[0], y1)
+                accept = ratio <= 1.0 or step <= self.min_step
+                if accept:
+                    if callbacks.accept is not None:
+                        callbacks.accept(clock.at(t, y), y, time_tensor([step], y)[0])
+                    f1 = ks[-1] if tab.fsal else func(clock.at(t1, y), y1)
                     nfe += 0 if tab.fsal else 1
-                    last = (t, dt, y, y1, ks, f1)
-                    t, y, f = t + dt, y1, f1
+                    if stop_step is not None:
+                        step_stops.passed()
+                    if stop_jump is not None:
+                        jump_stops.passed()
+                        f1 = func(clock.at(nudge(t1, t1 + direction, y.dtype), y), y1)  # the slope past the jump
+                        nfe += 1
+                    last = (t, direction * step, y, y1, ks, f1)
+                    t, y, f = t1, y1, f1
                     trials.accepted(t)
                 else:
+                    if callbacks.reject is not None:
+                        callbacks.reject(clock.at(t, y), y, time_tensor([step], y)[0])
                     rejected += 1
                 if math.isnan(ratio):  # never accepted; retried smaller
-                    shrunk = min(abs(self._next_step(dt, math.inf)), self.max_step)
-                    dt = trials.retry(t, dt, y, f, y1, ks, shrunk, times[-1])
+                    shrunk = self._clamp(abs(self._next_step(step, math.inf)))
+                    dt = abs(trials.retry(t, direction * step, y, f, y1, ks, shrunk, times[-1]))
                 else:
-                    dt = math.copysign(min(abs(self._next_step(dt, ratio)), self.max_step), direction)
-            if t_out == t:
+                    dt = self._time(self._clamp(self._next_step(step, ratio)))
+            if t_out == t and not clock.differentiable:
                 outputs.append(y)
             else:
                 assert last is not None
                 t0, dt0, ya, yb, ks, f1 = last
-                outputs.append(interpolate(tab, t0, dt0, ya, yb, ks, f1, t_out))
+                if clock.differentiable:
+                    step_start = clock.at(t0, y)
+                    x: Scalar = (clock.output(i, t_out, y) - step_start) / dt0
+                else:
+                    x = (t_out - t0) / dt0
+                outputs.append(quartic(tab, x, dt0, ya, yb, ks, f1))
         stats.forward_nfe, stats.forward_steps, stats.forward_rejected = nfe, attempts - rejected, rejected
         return torch.stack(outputs), stats

@@ -1,12 +1,18 @@
 """The loop shared by every fixed-step method: the grid, stepping, outputs, checks.
 
-A fixed-step method defines `step(func, t, dt, y, carry) -> (y_next, carry)`: `t` is a 0-d tensor, `dt`
-a Python float (a 0-d tensor under options['compile'], so one graph serves every step size) and `carry`
-whatever the method keeps between steps (None for one-step methods; the NAG solver's velocity). The grid
-contains every output time, so outputs are exact grid values (no interpolation): each interval
-[t_i, t_i+1] is cut into ceil(|t_i+1 - t_i| / step_size) equal steps. The number of steps is counted
-before anything is allocated, and grid points are produced one at a time, so memory is bounded by the
-state, not by the grid.
+A fixed-step method defines `step(func, times, dt, y, carry) -> (y_next, carry, f0)`: `times` are the stage
+times, `dt` a Python float (a 0-d tensor under options['compile'], or when gradients with respect to t are
+taken), `carry` whatever the method keeps between steps (None for one-step methods; the NAG solver's
+velocity) and f0 the slope at the step's start when the step computed it (else None).
+
+The grid is torchdiffeq's: with `step_size` h, the points t[0] + k h up to and including the first one at or
+past t[-1], which is replaced by t[-1]; with `grid_constructor(func, y0, t)`, its points; otherwise t itself.
+An output time inside a step is interpolated (`interp="linear"`, or `"cubic"`: Hermite with one more
+evaluation per output time). `perturb=True` evaluates the field one ulp inside each step at its ends, so a
+jump at a grid time is seen from the step's side. monode's own grid, `exact_times=True`, contains every
+output time (each interval [t_i, t_i+1] cut into ceil(|t_i+1 - t_i| / h) equal steps), so outputs need no
+interpolation. The number of steps is counted before anything is allocated, and grid points are produced one
+at a time, so memory is bounded by the state, not by the grid.
 """
 
 from __future__ import annotations
@@ -18,14 +24,18 @@ from typing import Any, ClassVar
 import torch
 
 from . import _compile
+from ._callbacks import NONE, Callbacks
+from ._clock import Clock, nudge
 from ._errors import MaxStepsExceededError, NonFiniteStateError, ODEInputError
 from ._inputs import check_max_num_steps, check_positive, time_tensor
+from ._interpolation import hermite, linear
 from ._nonfinite import overflow
-from ._rk import rk_step, stage_times
+from ._rk import Scalar, rk_step
 from ._stats import SolverStats
 from ._tableau import ButcherTableau
 
 DEFAULT_MAX_NUM_STEPS = 10_000
+INTERPOLATIONS = ("linear", "cubic")
 
 
 class FixedStepSolver:
@@ -34,21 +44,47 @@ class FixedStepSolver:
     name: ClassVar[str]
     order: ClassVar[int]
     nfe_per_step: ClassVar[int]
-    options: ClassVar[tuple[str, ...]] = ("step_size", "grid", "compile", "max_num_steps")
+    options: ClassVar[tuple[str, ...]] = (
+        "step_size",
+        "grid_constructor",
+        "interp",
+        "perturb",
+        "exact_times",
+        "compile",
+        "max_num_steps",
+    )
+    callbacks: ClassVar[tuple[str, ...]] = ("callback_step",)
 
     def __init__(
         self,
         step_size: float | None = None,
-        grid: Any = None,
+        grid_constructor: Callable | None = None,
+        interp: str = "linear",
+        perturb: bool = False,
+        exact_times: bool = False,
         compile: bool | dict = False,
         max_num_steps: int = DEFAULT_MAX_NUM_STEPS,
     ) -> None:
-        if step_size is not None and grid is not None:
-            raise ODEInputError(f"{self.name}: pass options step_size or grid, not both")
-        self.step_size = None if step_size is None else check_positive(self.name, "step_size", step_size)
-        self.grid = None if grid is None else [float(v) for v in torch.as_tensor(grid).reshape(-1).tolist()]
-        self.compile = _compile.check_option(self.name, compile)
-        self.max_num_steps = check_max_num_steps(self.name, max_num_steps)
+        name = self.name
+        if step_size is not None and grid_constructor is not None:
+            raise ODEInputError(f"{name}: options step_size and grid_constructor are mutually exclusive; pass one")
+        if grid_constructor is not None and not callable(grid_constructor):
+            raise ODEInputError(
+                f"{name}: options['grid_constructor'] must be callable as (func, y0, t) -> grid, got {grid_constructor!r}"
+            )
+        if interp not in INTERPOLATIONS:
+            raise ODEInputError(f"{name}: options['interp'] must be one of {INTERPOLATIONS}, got {interp!r}")
+        for option, value in (("perturb", perturb), ("exact_times", exact_times)):
+            if not isinstance(value, bool):
+                raise ODEInputError(f"{name}: options[{option!r}] must be True or False, got {value!r}")
+        if exact_times and grid_constructor is not None:
+            raise ODEInputError(f"{name}: options exact_times and grid_constructor are mutually exclusive")
+        self.step_size = None if step_size is None else check_positive(name, "step_size", step_size)
+        self.grid_constructor = grid_constructor
+        self.interp, self.perturb, self.exact_times = interp, perturb, exact_times
+        self.compile = _compile.check_option(name, compile)
+        self.max_num_steps = check_max_num_steps(name, max_num_steps)
+        self.user: tuple[Callable, Any, torch.Tensor] | None = None  # (func, y0, t) for grid_constructor
 
     @property
     def nodes(self) -> tuple[float, ...]:
@@ -57,69 +93,147 @@ class FixedStepSolver:
 
     def step(
         self, func: Callable, times: Sequence[torch.Tensor], dt: Any, y: torch.Tensor, carry: Any
-    ) -> tuple[torch.Tensor, Any]:
+    ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
         raise NotImplementedError
 
-    def _steps_per_interval(self, times: list[float]) -> list[int]:
-        if self.step_size is None:
-            return [1] * (len(times) - 1)
-        return [max(1, math.ceil(abs(b - a) / self.step_size - 1e-9)) for a, b in zip(times, times[1:])]
-
-    def _grid_points(self, times: list[float]) -> tuple[int, Iterator[float]]:
-        """(the number of steps, the grid points after times[0]) from times[0] to times[-1], every output
-        time included; the count is checked against max_num_steps before any point is made."""
-        if self.grid is not None:
-            lo, hi = min(times[0], times[-1]), max(times[0], times[-1])
-            if min(self.grid) > lo or max(self.grid) < hi:
-                raise ODEInputError(
-                    f"{self.name}: options['grid'] must cover t from {times[0]} to {times[-1]}, "
-                    f"got [{min(self.grid)}, {max(self.grid)}]"
-                )
-            points = sorted(set(g for g in self.grid if lo < g < hi) | set(times), reverse=times[-1] < times[0])
-            count, iterator = len(points) - 1, iter(points[1:])
-        else:
-            per_interval = self._steps_per_interval(times)
-            count = sum(per_interval)
-            iterator = (
-                a + (b - a) * (i / n) if i < n else b
-                for a, b, n in zip(times, times[1:], per_interval)
-                for i in range(1, n + 1)
-            )
+    # -- the grid --------------------------------------------------------------------------------------
+    def _check_count(self, count: int) -> None:
         if count > self.max_num_steps:
             raise MaxStepsExceededError(
                 f"{self.name}: the grid needs {count} steps, more than options['max_num_steps']="
                 f"{self.max_num_steps}; raise max_num_steps or increase step_size (got {self.step_size})"
             )
-        return count, iterator
 
-    def _step(self, func: Callable, t: float, dt: float, y: torch.Tensor, carry: Any) -> tuple[torch.Tensor, Any]:
-        """`step` from the float time t, compiled when options['compile'] is set."""
-        times = stage_times(t, dt, self.nodes, y)
-        if self.compile:
+    def _grid(self, times: list[float], clock: Clock, like: torch.Tensor) -> tuple[int, Iterator[tuple[float, Any]]]:
+        """(the number of steps, the grid points after times[0] as (float, tensor or None) pairs); the tensor
+        is the point's differentiable time when `clock` is differentiable."""
+        t0, t_end = times[0], times[-1]
+        direction = 1.0 if t_end >= t0 else -1.0
+        if self.grid_constructor is not None:
+            assert self.user is not None
+            grid = self.grid_constructor(*self.user)
+            if not isinstance(grid, torch.Tensor) or grid.ndim != 1 or len(grid) < 2:
+                raise ODEInputError(f"{self.name}: grid_constructor must return a 1-D tensor of >= 2 times, got {grid!r}")
+            values = grid.tolist()
+            if values[0] != t0 or values[-1] != t_end:
+                raise ODEInputError(
+                    f"{self.name}: the grid from grid_constructor must start at t[0]={t0} and end at t[-1]={t_end}, "
+                    f"got {values[0]} ... {values[-1]}"
+                )
+            if not all((b - a) * direction > 0 for a, b in zip(values, values[1:])):
+                raise ODEInputError(f"{self.name}: the grid from grid_constructor must be strictly monotonic like t")
+            self._check_count(len(values) - 1)
+            tensors = grid.to(like.dtype).unbind() if clock.differentiable else [None] * len(values)
+            return len(values) - 1, iter(list(zip(values, tensors))[1:])
+        if self.exact_times:
+            return self._exact_grid(times, clock, like)
+        if self.step_size is None:
+            self._check_count(len(times) - 1)
+            return len(times) - 1, ((v, clock.output(i, v, like) if clock.differentiable else None)
+                                    for i, v in enumerate(times[1:], start=1))  # fmt: skip
+        h = self.step_size
+        n = math.ceil(abs(t_end - t0) / h + 1)  # points, as torchdiffeq's grid_constructor_from_step_size
+        self._check_count(n - 1)
+
+        def points() -> Iterator[tuple[float, Any]]:
+            for k in range(1, n):
+                if k == n - 1:
+                    yield t_end, clock.output(len(times) - 1, t_end, like) if clock.differentiable else None
+                else:
+                    v = t0 + direction * (k * h)
+                    yield v, clock.at(v, like) if clock.differentiable else None
+
+        return n - 1, points()
+
+    def _exact_grid(self, times: list[float], clock: Clock, like: torch.Tensor) -> tuple[int, Iterator[tuple[float, Any]]]:
+        per_interval = (
+            [1] * (len(times) - 1)
+            if self.step_size is None
+            else [max(1, math.ceil(abs(b - a) / self.step_size - 1e-9)) for a, b in zip(times, times[1:])]
+        )
+        self._check_count(sum(per_interval))
+
+        def points() -> Iterator[tuple[float, Any]]:
+            for i, (a, b, n) in enumerate(zip(times, times[1:], per_interval), start=1):
+                for k in range(1, n + 1):
+                    if not clock.differentiable:
+                        yield (a + (b - a) * (k / n) if k < n else b), None
+                    elif k < n:  # between the differentiable output times a and b
+                        ta, tb = clock.output(i - 1, a, like), clock.output(i, b, like)
+                        yield a + (b - a) * (k / n), ta + (tb - ta) * (k / n)
+                    else:
+                        yield b, clock.output(i, b, like)
+
+        return sum(per_interval), points()
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def _step(
+        self, func: Callable, clock: Clock, t: float, t1: float, start: Any, end: Any, y: torch.Tensor, carry: Any
+    ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+        """`step` from t to t1 (their differentiable tensors `start`, `end`, or None), compiled when
+        options['compile'] is set."""
+        dt: Scalar = t1 - t
+        values = [t + c * (t1 - t) if c != 1.0 else t1 for c in self.nodes]
+        if self.perturb:
+            values = [nudge(v, t1, y.dtype) if c == 0.0 else nudge(v, t, y.dtype) if c == 1.0 else v
+                      for v, c in zip(values, self.nodes)]  # fmt: skip
+        if start is not None:  # differentiable: t_c = start + c (end - start), nudges kept as constant shifts
+            dt = (end - start).to(y.dtype)
+            nominal = [t + c * (t1 - t) if c != 1.0 else t1 for c in self.nodes]
+            shifts = time_tensor([v - n for v, n in zip(values, nominal)], y)
+            times = start.to(y.dtype) + dt * time_tensor(list(self.nodes), y) + shifts
+        else:
+            times = clock.values(values, y)
+        if self.compile and start is None:
             out = _compile.call(self, "step", y.device, func, times, time_tensor([dt], y)[0], y, carry)
             if out is not None:
                 return out
         return self.step(func, times.unbind(), dt, y, carry)
 
-    def integrate(self, func: Callable, y0: torch.Tensor, times: list[float]) -> tuple[torch.Tensor, SolverStats]:
+    def integrate(
+        self,
+        func: Callable,
+        y0: torch.Tensor,
+        times: list[float],
+        clock: Clock | None = None,
+        callbacks: Callbacks = NONE,
+    ) -> tuple[torch.Tensor, SolverStats]:
         """Solve from times[0]; return the states at `times` stacked on dim 0, and the counts."""
-        n_steps, points = self._grid_points(times)
-        outputs, out_index = [y0], 1
-        t, y, carry = times[0], y0, None
-        for t_next in points:
-            y, carry = self._step(func, t, t_next - t, y, carry)
-            t = t_next
-            if out_index < len(times) and t == times[out_index]:
-                if not bool(torch.isfinite(y).all()):
-                    how = overflow(y)
+        clock = Clock() if clock is None else clock
+        n_steps, points = self._grid(times, clock, y0)
+        direction = 1.0 if times[-1] >= times[0] else -1.0
+        outputs, out_index, extra_nfe = [y0], 1, 0
+        t, start, y, carry = times[0], (clock.output(0, times[0], y0) if clock.differentiable else None), y0, None
+        for t1, end in points:
+            if callbacks.step is not None:
+                callbacks.step(clock.at(t, y), y, time_tensor([abs(t1 - t)], y)[0])
+            y1, carry, f0 = self._step(func, clock, t, t1, start, end, y, carry)
+            while out_index < len(times) and (t1 - times[out_index]) * direction >= 0:
+                t_out = times[out_index]
+                if start is not None:
+                    x: Scalar = (clock.output(out_index, t_out, y) - start) / (end - start)
+                else:
+                    x = (t_out - t) / (t1 - t)
+                if self.interp == "linear":
+                    out = linear(x, y, y1)
+                else:
+                    if f0 is None:
+                        f0, extra_nfe = func(clock.at(t, y), y), extra_nfe + 1
+                    f1 = func(end if end is not None else clock.at(t1, y), y1)
+                    extra_nfe += 1
+                    out = hermite(x, (end - start) if start is not None else t1 - t, y, f0, y1, f1)
+                if not bool(torch.isfinite(out).all()):
+                    how = overflow(out) or overflow(y, out)
                     raise NonFiniteStateError(
-                        f"{self.name}: between t={times[out_index - 1]} and t={times[out_index]} the state "
+                        f"{self.name}: between t={times[out_index - 1]} and t={t_out} the state "
                         + (how if how else f"became NaN; reduce options['step_size'] (got {self.step_size})")
                         + " or check the vector field"
                     )
-                outputs.append(y)
+                outputs.append(out)
                 out_index += 1
-        return torch.stack(outputs), SolverStats(forward_nfe=self.nfe_per_step * n_steps, forward_steps=n_steps)
+            t, start, y = t1, end, y1
+        stats = SolverStats(forward_nfe=self.nfe_per_step * n_steps + extra_nfe, forward_steps=n_steps)
+        return torch.stack(outputs), stats
 
 
 class ExplicitRungeKutta(FixedStepSolver):
@@ -139,5 +253,6 @@ class ExplicitRungeKutta(FixedStepSolver):
 
     def step(
         self, func: Callable, times: Sequence[torch.Tensor], dt: Any, y: torch.Tensor, carry: Any
-    ) -> tuple[torch.Tensor, Any]:
-        return rk_step(func, self.tableau, times, dt, y, func(times[0], y))[0], None
+    ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+        f0 = func(times[0], y)
+        return rk_step(func, self.tableau, times, dt, y, f0)[0], None, f0

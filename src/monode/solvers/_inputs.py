@@ -103,6 +103,7 @@ class Problem:
     times: list[float]
     t: torch.Tensor
     layout: _Layout | None  # None for a single-tensor state
+    user_y0: Any = None  # y0 as the user passed it (for grid_constructor)
 
     def __post_init__(self) -> None:
         self.shape = self.y0.shape  # (a traced `split` then depends on the shape only, not on y0 itself)
@@ -145,12 +146,7 @@ def check_times(t: Any) -> tuple[torch.Tensor, list[float]]:
         raise ODEInputError(f"t must be a non-empty 1-D tensor, got shape {tuple(t.shape)}")
     if not t.is_floating_point():
         raise ODEInputError(f"t must have a floating dtype, got {t.dtype}")
-    if t.requires_grad:
-        raise ODEInputError(
-            "t.requires_grad=True is not supported: gradients with respect to the time "
-            "grid are not computed by monode; pass t.detach()"
-        )
-    times = t.tolist()
+    times = t.detach().tolist()
     if not all(math.isfinite(v) for v in times):
         raise ODEInputError(f"t must be finite, got {times}")
     if len(times) > 1:
@@ -222,36 +218,33 @@ def prepare(func: Func, y0: Any, t: Any) -> Problem:
     checked = _CheckedFunc(func, y0)
     if isinstance(y0, tuple):
         layout = _Layout([p.shape for p in y0])
-        return Problem(_TupleFunc(checked, layout), checked, flat, times, t, layout)
-    return Problem(checked, checked, y0, times, t, None)
+        return Problem(_TupleFunc(checked, layout), checked, flat, times, t, layout, y0)
+    return Problem(checked, checked, y0, times, t, None, y0)
+
+
+_NARROW = (torch.float16, torch.bfloat16)
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    """torchdiffeq's RMS norm, in its arithmetic (the error ratio decides steps, so rounding matters); in
+    float32 for half-precision states, whose squares overflow above 256."""
+    return (x.float() if x.dtype in _NARROW else x).abs().pow(2).mean().sqrt()
 
 
 def segment_rms_max(x: torch.Tensor, segments: Sequence[tuple[int, int]] | None) -> torch.Tensor:
-    """max over segments of RMS(x[segment]) as a 0-d tensor (RMS of all of x if segments is None).
-
-    Segments that tile x contiguously from 0 (every norm monode builds) take a few fused calls
-    whatever their number; others are reduced one by one (as is everything under torch.compile, which
-    fuses the reductions itself).
-    """
+    """max over segments of RMS(x[segment]) as a 0-d tensor (RMS of all of x if segments is None):
+    torchdiffeq's mixed norm, in its arithmetic. Equal segments that tile x (every momentum state) are
+    reduced in one call, row by row (the same sums as one reduction per segment)."""
     if segments is None or len(segments) == 1:
-        return torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
+        return _rms(x)
     sizes = [b - a for a, b in segments]
-    tiled = (
-        segments[0][0] == 0
-        and segments[-1][1] == x.numel()
-        and all(a == b for (_, b), (a, _) in zip(segments, segments[1:]))
+    tiled = segments[0][0] == 0 and segments[-1][1] == x.numel() and all(
+        a == b for (_, b), (a, _) in zip(segments, segments[1:])
     )
-    if tiled and min(sizes) > 0 and not torch.compiler.is_compiling():
-        if len(set(sizes)) == 1:
-            return (torch.linalg.vector_norm(x.view(len(segments), sizes[0]), dim=1) / math.sqrt(sizes[0])).max()
-        norms = torch.stack(torch._foreach_norm(list(x.split_with_sizes(sizes))))
-        return (norms * _inverse_sqrt_sizes(tuple(sizes), norms.dtype, norms.device)).max()
-    return torch.stack([torch.linalg.vector_norm(x[a:b]) / math.sqrt(max(b - a, 1)) for a, b in segments]).max()
-
-
-@functools.lru_cache(maxsize=64)
-def _inverse_sqrt_sizes(sizes: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.tensor([1 / math.sqrt(n) for n in sizes], dtype=dtype, device=device)
+    if tiled and min(sizes) > 0 and len(set(sizes)) == 1 and not torch.compiler.is_compiling():
+        rows = x.view(len(segments), sizes[0])
+        return (rows.float() if x.dtype in _NARROW else rows).abs().pow(2).mean(dim=1).sqrt().max()
+    return torch.stack([_rms(x[a:b]) for a, b in segments]).max()
 
 
 def time_tensor(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:

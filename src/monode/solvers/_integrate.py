@@ -7,13 +7,15 @@ from typing import Any
 
 import torch
 
+from . import _callbacks
 from ._adaptive import AdaptiveRungeKutta
+from ._clock import Clock
 from ._errors import ODEInputError
 from ._inputs import Func, Problem, check_options, check_resolvable, check_tolerance, prepare, segment_rms_max
 from ._registry import METHODS
 from ._stats import SolverStats, active_recorders, report
 
-__all__ = ["odeint", "make_solver", "state_norm", "record_forward"]
+__all__ = ["odeint", "make_solver", "state_norm", "record_forward", "setup"]
 
 Norm = Callable[[torch.Tensor], torch.Tensor]
 
@@ -44,6 +46,21 @@ def make_solver(
         return cls(rtol=rtol, atol=atol, **options)
     options.pop("norm", None)
     return cls(**options)
+
+
+def setup(solver: Any, prob: Problem, method: str | None) -> tuple[Clock, _callbacks.Callbacks, _callbacks.Callbacks]:
+    """What a solve of `prob` needs besides the solver: its clock (differentiable when t requires grad), its
+    forward and adjoint callbacks found on the user's func; hands a grid_constructor the user's arguments."""
+    solver.user = (prob.inner, prob.user_y0, prob.t)
+    forward, adjoint = _callbacks.find(
+        getattr(prob.inner, "func", prob.inner), method or "dopri5", solver.callbacks, lambda y: _structured(prob, y)
+    )
+    return Clock(prob.t), forward, adjoint
+
+
+def _structured(prob: Problem, flat: torch.Tensor) -> Any:
+    parts = prob.split(flat)
+    return parts if prob.layout is not None else parts[0]
 
 
 def state_norm(prob: Problem, user_norm: Any) -> Norm:
@@ -123,6 +140,7 @@ def odeint(
     prob = prepare(func, y0, t)
     norm = state_norm(prob, check_options(options).get("norm"))
     solver = make_solver(method, options, rtol, atol, norm, dtype=prob.y0.dtype)
-    sol, stats = solver.integrate(prob.func, prob.y0, prob.times)
+    clock, callbacks, _ = setup(solver, prob, method)
+    sol, stats = solver.integrate(prob.func, prob.y0, prob.times, clock, callbacks)
     record_forward(stats, sol, backprop=True)
     return prob.unflatten(sol)

@@ -4,13 +4,21 @@ from typing import Union
 
 from ._adaptive import AdaptiveRungeKutta
 from ._fixed import FixedStepSolver
+from .adaptive_heun import AdaptiveHeun
 from .bosh3 import Bosh3
 from .dopri5 import Dopri5
+from .dopri8 import Dopri8
 from .euler import Euler
+from .fehlberg2 import Fehlberg2
+from .heun2 import Heun2
+from .heun3 import Heun3
 from .midpoint import Midpoint
 from .nag import NAG
-from .rk4 import RK4
+from .rk4 import RK4, RK4Classic
 
 Solver = Union[type[AdaptiveRungeKutta], type[FixedStepSolver]]
-METHODS: dict[str, Solver] = {cls.name: cls for cls in (Dopri5, Bosh3, Euler, Midpoint, RK4, NAG)}
-ADAPTIVE = frozenset({"dopri5", "bosh3"})
+METHODS: dict[str, Solver] = {
+    cls.name: cls
+    for cls in (Dopri8, Dopri5, Bosh3, Fehlberg2, AdaptiveHeun, Euler, Midpoint, Heun2, Heun3, RK4, RK4Classic, NAG)
+}
+ADAPTIVE = frozenset(name for name, cls in METHODS.items() if issubclass(cls, AdaptiveRungeKutta))

@@ -1,28 +1,33 @@
 """The explicit Runge-Kutta step, written once: fixed-step and adaptive methods, eager and compiled.
 
-A step gets its stage times as one tensor or tuple `times` (times[j] = t + c_j dt, made by the caller
-in one op) and `dt`: eagerly a Python float, so a term y + (w dt) k is one fused op (`add` with
-`alpha`); under `options['compile']` a 0-d tensor (so a graph is not specialised on its value), and the
-same code traces to tensor expressions that the compiler fuses. Only `axpy` / `axpy_` look at which of
-the two they got.
+Arithmetic is torchdiffeq's, operation for operation, so that values agree to the last bit where its
+kernels allow and step control (which divides an error estimate that is a small difference of stages by
+the tolerance) takes the same decisions, also in float32: a linear combination y + dt sum_j w_j k_j is
+formed as the products k_j * (w_j dt) (coefficients rounded to the state's dtype first), summed as
+`torch.sum` over the stacked stages, then added to y. Sums of up to four stages are written as the
+sequential additions `torch.sum` performs for them (no stack); zero weights are skipped there.
+
+`dt` is a Python float eagerly, or a 0-d tensor (under options['compile'], so a graph is not specialised
+on its value, or when gradients with respect to t are taken); the same code serves both.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Union
 
 import torch
 
-from ._inputs import time_tensor
-from ._tableau import ButcherTableau, Terms
+from ._tableau import ButcherTableau
 
 Scalar = Union[float, torch.Tensor]
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_SEQUENTIAL = 4  # torch.sum over a last dimension of at most this size adds left to right
 
 
 def axpy(base: torch.Tensor, k: torch.Tensor, a: Scalar) -> torch.Tensor:
-    """base + a k as a new tensor."""
+    """base + a k as a new tensor (one fused op)."""
     if isinstance(a, torch.Tensor):
         return torch.addcmul(base, k, a)
     return torch.add(base, k, alpha=a)
@@ -35,40 +40,45 @@ def axpy_(out: torch.Tensor, k: torch.Tensor, a: Scalar) -> torch.Tensor:
     return out.add_(k, alpha=a)
 
 
-def combine(base: torch.Tensor, ks: list[torch.Tensor], terms: Terms, dt: Scalar) -> torch.Tensor:
-    """base + dt sum_j w_j ks[j] over `terms`: a new tensor (base itself when there are none)."""
-    if not terms:
-        return base
-    (j, w), *rest = terms
-    out = axpy(base, ks[j], w * dt)
-    for j, w in rest:
-        out = axpy_(out, ks[j], w * dt)
-    return out
+@functools.lru_cache(maxsize=256)
+def _weights(weights: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor(weights, dtype=dtype, device=device)
 
 
-def weighted_sum(ks: list[torch.Tensor], terms: Terms, dt: Scalar) -> torch.Tensor:
-    """dt sum_j w_j ks[j] over the (non-empty) `terms`."""
-    (j, w), *rest = terms
-    out = ks[j] * (w * dt)
-    for j, w in rest:
-        out = axpy_(out, ks[j], w * dt)
-    return out
+def _coefficients(weights: tuple[float, ...], dt: Scalar, like: torch.Tensor) -> torch.Tensor:
+    """w * dt with w rounded to the state's dtype first (a tensor of len(weights))."""
+    w = _weights(weights, like.dtype, like.device)
+    return w * dt
 
 
-def stage_times(t: float, dt: float, nodes: Sequence[float], like: torch.Tensor) -> torch.Tensor:
-    """[t + c dt for c in nodes], one tensor of the state's dtype on its device."""
-    return time_tensor([t + c * dt for c in nodes], like)
+def weighted_sum(ks: Sequence[torch.Tensor], weights: tuple[float, ...], dt: Scalar) -> torch.Tensor:
+    """dt sum_j weights[j] ks[j] (over the first len(weights) stages), as torch.sum of the products."""
+    like = ks[0]
+    coefficients = _coefficients(weights, dt, like)
+    if len(weights) <= _SEQUENTIAL:
+        terms = [ks[j] * coefficients[j] for j, w in enumerate(weights) if w != 0.0]
+        if not terms:
+            return torch.zeros_like(like)
+        out = terms[0]
+        for term in terms[1:]:
+            out = out + term
+        return out
+    return (torch.stack(list(ks[: len(weights)]), dim=-1) * coefficients).sum(dim=-1)
+
+
+def combine(base: torch.Tensor, ks: Sequence[torch.Tensor], weights: tuple[float, ...], dt: Scalar) -> torch.Tensor:
+    """base + dt sum_j weights[j] ks[j] (torchdiffeq's `y0 + torch.sum(k * (w * dt), dim=-1)`)."""
+    return base + weighted_sum(ks, weights, dt)
 
 
 def rk_step(
     func: Field, tab: ButcherTableau, times: Sequence[torch.Tensor], dt: Scalar, y: torch.Tensor, f0: torch.Tensor
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One explicit RK step from (times[0], y) with f0 = func(times[0], y): (y1, the stages [f0, k1, ...])."""
-    terms = tab.terms
     ks = [f0]
     y_stage = y
     for j in range(1, tab.stages):
-        y_stage = combine(y, ks, terms.stages[j], dt)
+        y_stage = combine(y, ks, tab.a[j], dt)
         ks.append(func(times[j], y_stage))
-    y1 = y_stage if terms.last_is_solution else combine(y, ks, terms.solution, dt)
+    y1 = y_stage if tab.terms.last_is_solution else combine(y, ks, tab.b, dt)
     return y1, ks

@@ -34,9 +34,10 @@ class ButcherTableau:
 
     Stage j is evaluated at `t + c[j] dt` on `y + dt * sum_i a[j][i] k_i` (a[j] has j entries);
     the step returns `y + dt * sum_j b[j] k_j`. Adaptive methods add `b_error` (weights of the
-    embedded error estimate, b - b_hat) and may mark the last stage first-same-as-last (`fsal`:
-    stage s-1 is f(t + dt, y_next), so it is reused as stage 0 of the next step). `c_mid`, when
-    given, are the weights of y(t + dt/2) used for quartic dense output.
+    embedded error estimate, b - b_hat), `c_mid` (the weights of y(t + dt/2) of their quartic dense
+    output) and may reuse the last stage as the next step's first (`fsal`): for a first-same-as-last
+    pair it is f(t + dt, y_next); for fehlberg2 and adaptive_heun it is torchdiffeq's reuse of the slope
+    at the embedded solution.
     """
 
     c: tuple[float, ...]

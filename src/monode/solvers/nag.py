@@ -25,7 +25,7 @@ characteristic polynomials are rho(z) = z^2 - (1 + mu) z + mu = (z - 1)(z - mu) 
   (1 - mu + 2 mu^2) / (2 (1 - mu)), Euler's 1/2 at mu = 0).
 * Start: x_{-1} is not given; the first step is a forward Euler step (v_1 = f(t_0, x_0)), which is
   O(h^2) locally and costs the same single evaluation, so the global order stays 1.
-* Variable steps (the grid contains every output time): v is a velocity, so it carries over to a
+* Variable steps (the last step of a grid, or options['exact_times']): v is a velocity, so it carries over to a
   step of a different length unchanged.
 
 Absolute stability (x' = lambda x, w = h lambda): z^2 = (1 + (1 - mu) w) ((1 + mu) z - mu). On the
@@ -54,7 +54,7 @@ from ._rk import axpy
 
 
 class NAG(FixedStepSolver):
-    """Nesterov-accelerated first-order fixed-step solver. Options: step_size or grid, momentum."""
+    """Nesterov-accelerated first-order fixed-step solver. Options: those of every fixed-grid method, and momentum."""
 
     name = "nag"
     order = 1
@@ -75,11 +75,11 @@ class NAG(FixedStepSolver):
 
     def step(
         self, func: Callable, times: Sequence[torch.Tensor], dt: Any, y: torch.Tensor, carry: Any
-    ) -> tuple[torch.Tensor, Any]:
+    ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
         if carry is None:  # starter: one forward Euler step, v_1 = f(t_0, x_0)
             v = func(times[0], y)
-        else:
-            mu = self.momentum
-            look_ahead = func(times[1], axpy(y, carry, mu * dt))
-            v = torch.lerp(look_ahead, carry, mu)  # mu v + (1 - mu) f
-        return axpy(y, v, dt), v
+            return axpy(y, v, dt), v, v
+        mu = self.momentum
+        look_ahead = func(times[1], axpy(y, carry, mu * dt))
+        v = torch.lerp(look_ahead, carry, mu)  # mu v + (1 - mu) f
+        return axpy(y, v, dt), v, None

@@ -1,0 +1,212 @@
+"""torchdiffeq 0.2.5 as the oracle: every method it shares with monode gives the same solution and NFE, with
+its options, callbacks and grids. Driven by the method registry: a new method with a torchdiffeq twin is
+tested here without edits."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import warnings
+
+import pytest
+import torch
+
+from monode import METHODS, ODEInputError, odeint, record_stats
+from monode.solvers import ADAPTIVE
+from problems import HarmonicOscillator
+
+torchdiffeq = pytest.importorskip("torchdiffeq")
+SHARED = [name for name in METHODS if name in importlib.import_module("torchdiffeq._impl.odeint").SOLVERS]
+FIXED = [name for name in SHARED if name not in ADAPTIVE]
+TIMES = {
+    "forward": [0.0, 0.3, 0.7, 1.0],
+    "reversed": [2.0, 0.5, 0.0],
+}
+
+
+class Net(torch.nn.Module):
+    """A small non-autonomous field that counts its evaluations."""
+
+    def __init__(self, dtype: torch.dtype, dim: int = 6) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(dim, dim).to(dtype)
+        self.calls = 0
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return torch.tanh(self.lin(y)) * (1 + 0.5 * torch.sin(3 * t))
+
+
+def _both(method: str, y0, t, dtype: torch.dtype, **kwargs):
+    """(monode's solution, its NFE, torchdiffeq's solution, its NFE) for the same call."""
+    ours_f, ref_f = Net(dtype), Net(dtype)
+    with torch.no_grad(), record_stats() as stats:
+        ours = odeint(ours_f, y0, t, method=method, **kwargs)
+        ref = torchdiffeq.odeint(ref_f, y0, t, method=method, **kwargs)
+    return ours, stats.forward_nfe, ref, ref_f.calls
+
+
+@pytest.mark.parametrize("direction", list(TIMES))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("method", SHARED)
+def test_solution_and_nfe_equal_torchdiffeq(method: str, dtype: torch.dtype, direction: str) -> None:
+    """float64: values to rounding; float32: NFE equal too (the same arithmetic in steps and error norm)."""
+    t = torch.tensor(TIMES[direction], dtype=dtype)
+    y0 = torch.randn(5, 6, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    options = dict(step_size=0.25) if method in FIXED else None
+    for rtol in (1e-3, 1e-6):
+        ours, nfe, ref, ref_nfe = _both(method, y0, t, dtype, rtol=rtol, atol=rtol * 1e-2, options=options)
+        assert nfe == ref_nfe, (rtol, nfe, ref_nfe)
+        atol = 1e-12 if dtype == torch.float64 else 5e-5
+        torch.testing.assert_close(ours, ref, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("method", SHARED)
+def test_tuple_state_equals_torchdiffeq(method: str) -> None:
+    f = HarmonicOscillator(omega=3.0)
+    y0 = (torch.ones(4, dtype=torch.float64), torch.linspace(-1, 1, 4, dtype=torch.float64))
+    t = torch.tensor([0.0, 0.45, 1.0], dtype=torch.float64)
+    options = dict(step_size=0.1) if method in FIXED else None
+    ours = odeint(f, y0, t, rtol=1e-5, atol=1e-7, method=method, options=options)
+    ref = torchdiffeq.odeint(f, y0, t, rtol=1e-5, atol=1e-7, method=method, options=options)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(step_size=0.3),
+        dict(step_size=0.3, interp="cubic"),
+        dict(step_size=0.25, perturb=True),
+        dict(grid_constructor=lambda f, y0, t: torch.tensor([0.0, 0.1, 0.45, 0.8, 1.0], dtype=t.dtype)),
+        {},
+    ],
+    ids=["step", "cubic", "perturb", "grid_constructor", "t-grid"],
+)
+@pytest.mark.parametrize("method", FIXED)
+def test_fixed_grid_options_equal_torchdiffeq(method: str, options: dict) -> None:
+    """torchdiffeq's grid (uniform steps from t[0], the last one shortened) and interpolation between its points;
+    with perturb, a field that jumps at a grid time is evaluated on each step's side."""
+    t = torch.tensor([0.0, 0.3, 0.7, 1.0], dtype=torch.float64)
+    y0 = torch.randn(3, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ours, nfe, ref, ref_nfe = _both(method, y0, t, torch.float64, options=options)
+    assert nfe == ref_nfe
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    if options.get("perturb"):
+        jump = lambda t, y: torch.where(t > 0.5, 1.0, -1.0) * torch.ones_like(y) if t != 0.5 else y * math.nan  # noqa: E731
+        ours = odeint(jump, y0, t, method=method, options=options)
+        torch.testing.assert_close(ours, torchdiffeq.odeint(jump, y0, t, method=method, options=options), rtol=0, atol=1e-12)
+
+
+def test_exact_times_keeps_monodes_grid() -> None:
+    """exact_times=True: every output time is a grid point (euler, step 0.25, t = [0, .3, .7, 1]: 6 evaluations
+    on steps [0, .15, .3], [.3, .5, .7], [.7, 1]) instead of torchdiffeq's 4 and interpolation."""
+    t = torch.tensor([0.0, 0.3, 0.7, 1.0], dtype=torch.float64)
+    f = lambda t, y: -y  # noqa: E731
+    with record_stats() as default:
+        odeint(f, torch.ones(1, dtype=torch.float64), t, method="euler", options=dict(step_size=0.25))
+    with record_stats() as exact:
+        y = odeint(f, torch.ones(1, dtype=torch.float64), t, method="euler", options=dict(step_size=0.25, exact_times=True))
+    assert (default.forward_nfe, exact.forward_nfe) == (4, 6)
+    assert y[1].item() == pytest.approx(0.85**2)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(step_t=[0.33, 0.5]), dict(jump_t=[0.5]), dict(min_step=0.05), dict(max_step=0.1, first_step=0.01),
+     dict(dtype=torch.float32)],
+    ids=["step_t", "jump_t", "min_step", "max_step", "time-float32"],
+)  # fmt: skip
+@pytest.mark.parametrize("method", ["dopri5", "bosh3"])
+def test_adaptive_options_equal_torchdiffeq(method: str, options: dict) -> None:
+    t = torch.tensor([0.0, 0.4, 1.0], dtype=torch.float64)
+    y0 = torch.randn(3, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    tensors = {k: torch.tensor(v, dtype=torch.float64) if k.endswith("_t") else v for k, v in options.items()}
+    ours, nfe, ref, ref_nfe = _both(method, y0, t, torch.float64, rtol=1e-6, atol=1e-8, options=tensors)
+    assert nfe == ref_nfe
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6 if "dtype" in options else 1e-12)
+
+
+class Counting(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts = {"step": 0, "accept": 0, "reject": 0}
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -3 * y * torch.cos(5 * t)
+
+    def callback_step(self, t0, y0, dt) -> None:
+        assert isinstance(y0, torch.Tensor) and y0.shape == (2,) and float(dt) > 0
+        self.counts["step"] += 1
+
+    def callback_accept_step(self, t0, y0, dt) -> None:
+        self.counts["accept"] += 1
+
+    def callback_reject_step(self, t0, y0, dt) -> None:
+        self.counts["reject"] += 1
+
+
+@pytest.mark.parametrize("method", ["dopri5", "euler"])
+def test_callbacks_are_called_as_torchdiffeq_calls_them(method: str) -> None:
+    t = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    options = dict(step_size=0.1) if method == "euler" else None
+    ours, ref = Counting(), Counting()
+    with warnings.catch_warnings(record=True) as ours_warned:
+        warnings.simplefilter("always")
+        odeint(ours, torch.ones(2, dtype=torch.float64), t, rtol=1e-3, atol=1e-6, method=method, options=options)
+    with warnings.catch_warnings(record=True) as ref_warned:
+        warnings.simplefilter("always")
+        torchdiffeq.odeint(ref, torch.ones(2, dtype=torch.float64), t, rtol=1e-3, atol=1e-6, method=method, options=options)
+    assert ours.counts == ref.counts and ours.counts["step"] > 0
+    assert [str(w.message) for w in ours_warned] == [str(w.message) for w in ref_warned]  # fixed grid: unsupported
+    if method == "dopri5":
+        assert ours.counts["reject"] > 0
+
+
+def test_a_misspelled_callback_is_warned_about() -> None:
+    class Field(torch.nn.Module):
+        def forward(self, t, y):
+            return -y
+
+        def callback_stp(self, t0, y0, dt):
+            raise AssertionError("never called")
+
+    with pytest.warns(UserWarning, match="func.callback_stp is not a solver callback.*'callback_step'"):
+        odeint(Field(), torch.ones(2), torch.tensor([0.0, 1.0]))
+
+
+@pytest.mark.parametrize(
+    "method,options,match",
+    [
+        ("euler", dict(step_size=0.1, grid_constructor=lambda f, y, t: t), "mutually exclusive"),
+        ("euler", dict(interp="quadratic"), r"options\['interp'\] must be one of \('linear', 'cubic'\), got 'quadratic'"),
+        ("rk4", dict(perturb="yes"), r"options\['perturb'\] must be True or False, got 'yes'"),
+        ("euler", dict(grid_constructor=lambda f, y, t: torch.tensor([0.0, 0.5])), r"must start at t\[0\]=0.0 and end at t\[-1\]=1.0"),
+        ("euler", dict(grid_constructor=3), r"options\['grid_constructor'\] must be callable"),
+        ("dopri5", dict(min_step=-1.0), r"options\['min_step'\] must be a float in \[0, max_step\], got -1.0"),
+        ("dopri5", dict(step_t=[0.5], jump_t=[0.5]), r"share the time\(s\) \[0.5\]"),
+        ("dopri5", dict(jump_t=["a"]), r"options\['jump_t'\] must be a 1-D tensor of times"),
+        ("dopri5", dict(dtype=torch.int32), r"options\['dtype'\] \(the dtype of time\) must be torch.float64 or torch.float32"),
+        ("dopri5", dict(step_size=0.1), r"does not take option\(s\) \['step_size'\]"),
+    ],
+)  # fmt: skip
+def test_option_errors_name_the_option_and_value(method: str, options: dict, match: str) -> None:
+    with pytest.raises(ODEInputError, match=match):
+        odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method=method, options=options)
+
+
+def test_rk4_is_the_three_eighths_rule_and_rk4_classic_the_classical_method() -> None:
+    """One step of y' = t^3 from 0 to 1: both are exact for cubics; on y' = exp(t) they differ as their
+    error constants (the 3/8 rule's is smaller)."""
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    y0 = torch.zeros(1, dtype=torch.float64)
+    for method in ("rk4", "rk4_classic"):
+        assert odeint(lambda t, y: t**3 * torch.ones_like(y), y0, t, method=method)[-1].item() == pytest.approx(0.25)
+    errors = {m: abs(odeint(lambda t, y: torch.exp(t) * torch.ones_like(y), y0, t, method=m)[-1].item() - (math.e - 1))
+              for m in ("rk4", "rk4_classic")}  # fmt: skip
+    assert errors["rk4"] < errors["rk4_classic"]
+    assert odeint(lambda t, y: torch.exp(t) * torch.ones_like(y), y0, t, method="rk4")[-1].item() == pytest.approx(
+        torchdiffeq.odeint(lambda t, y: torch.exp(t) * torch.ones_like(y), y0, t, method="rk4")[-1].item(), abs=1e-15
+    )
