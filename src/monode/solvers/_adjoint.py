@@ -5,7 +5,11 @@ The backward pass integrates z = [y, a, g] from t[-1] to t[0] with
     y' = f(t, y),   a' = -a df/dy,   g' = -a df/dparams,
 
 resetting y to the stored forward value and adding the incoming gradient to a at every output time.
-The vector-Jacobian products come from autograd, or in closed form from a `ClosedFormField`.
+As torchdiffeq's, z also carries the time term tau (tau' = -a df/dt; when t requires grad it is lowered
+by f(t_i, y_i) . dL/dy_i at each output time, and dL/dt_i = f(t_i, y_i) . dL/dy_i for i >= 1, dL/dt_0 =
+tau at t_0). tau is part of the error norm (as |tau|) even when t needs no gradient, so for a field that
+reads t the backward steps and NFE are torchdiffeq's. The vector-Jacobian products come from autograd,
+or in closed form from a `ClosedFormField` (whose adjoint then carries no time term unless t requires grad).
 Reference: Chen, Rubanova, Bettencourt, Duvenaud (2018), arXiv:1806.07366; the seminorm option:
 Kidger, Chen, Lyons (2021), "Hey, that's not an ODE", arXiv:2009.09457.
 """
@@ -23,7 +27,8 @@ from torch import nn
 from ._adaptive import AdaptiveRungeKutta
 from ._errors import ODEInputError
 from ._inputs import Func, Problem, check_options, check_tolerance, prepare, segment_rms_max
-from ._integrate import make_solver, record_forward, state_norm
+from ._callbacks import NONE, Callbacks
+from ._integrate import make_solver, record_forward, setup, state_norm
 from ._stats import active_recorders, report
 from .fields import ClosedFormField, ParametrizedField
 
@@ -52,36 +57,57 @@ class AdjointSpec:
     joint_norm: bool  # the forward norm was "rms": y and a are one segment each
     closed_form: _ClosedForm | None
     gradient_scales: Callable[[], list[float]] | None
+    callbacks: Callbacks = NONE
+    adjoint_callbacks: Callbacks = NONE
 
-    def backward_solver(self, n: int, numels: list[int], like: torch.Tensor) -> Any:
+    def backward_solver(
+        self, n: int, shapes: list[torch.Size], like: torch.Tensor, timed: bool
+    ) -> Any:
+        """The adjoint solve's solver on the flat z = [y, a, g(, tau)] (g: gradients of parameters shaped
+        `shapes`); `timed`: z ends with the time term."""
+        numels = [math.prod(shape) for shape in shapes]
         y_segments = [(0, n)] if self.joint_norm else self.problem.segments or [(0, n)]
         segments = y_segments + [(a + n, b + n) for a, b in y_segments]
+        end = 2 * n + sum(numels)
+        time = [(end, end + 1)] if timed else []
         norm: Callable[[torch.Tensor], torch.Tensor]
         if self.norm == "mixed":
             offset = 2 * n
             for k in numels:
                 segments.append((offset, offset + k))
                 offset += k
+            segments += time
             norm = lambda z: segment_rms_max(z, segments)  # noqa: E731
         elif self.norm == "seminorm":
-            norm = lambda z: segment_rms_max(z[: 2 * n], segments)  # noqa: E731
+
+            def norm(z: torch.Tensor) -> torch.Tensor:
+                semi = segment_rms_max(z[: 2 * n], segments)
+                return torch.maximum(semi, z[-1].abs()) if timed else semi
         else:
-            user = self.norm
-            norm = lambda z: torch.as_tensor(user((z[:n], z[n : 2 * n], *z[2 * n :].split(numels))))  # noqa: E731
+            user, prob = self.norm, self.problem
+
+            def norm(z: torch.Tensor) -> torch.Tensor:
+                tau = z[-1] if timed else torch.zeros((), dtype=z.dtype, device=z.device)
+                ys, adj = prob.split(z[:n]), prob.split(z[n : 2 * n])
+                grads = [g.view(shape) for g, shape in zip(z[2 * n : end].split(numels), shapes)]
+                return torch.as_tensor(user((tau, *ys, *adj, *grads)))
+
         solver = make_solver(self.method, self.options, self.rtol, self.atol, norm, what="adjoint_method")
         if self.gradient_scales is not None and isinstance(solver, AdaptiveRungeKutta):
-            solver.atol_per_component = _scaled_atol(self.atol, n, numels, self.gradient_scales(), like)
+            solver.atol_per_component = _scaled_atol(
+                self.atol, n, numels, self.gradient_scales(), like, 1 if timed else 0
+            )
         return solver
 
 
 def _scaled_atol(
-    atol: float, n: int, numels: list[int], scales: list[float], like: torch.Tensor
+    atol: float, n: int, numels: list[int], scales: list[float], like: torch.Tensor, extra: int = 0
 ) -> torch.Tensor | None:
     """Per-component atol of [y, a, g]: atol / scale on a parameter gradient whose values are `scale` times the
     raw parameter's (so err / (atol / s + rtol |g|) is the raw gradient's error ratio); None when all are 1."""
     if all(s == 1.0 for s in scales):
         return None
-    out = torch.full((2 * n + sum(numels),), atol, dtype=like.dtype, device=like.device)
+    out = torch.full((2 * n + sum(numels) + extra,), atol, dtype=like.dtype, device=like.device)
     offset = 2 * n
     for k, s in zip(numels, scales):
         if s != 1.0:
@@ -90,15 +116,20 @@ def _scaled_atol(
     return out
 
 
-def _autograd_dynamics(prob: Problem, params: list[torch.Tensor], n: int) -> Func:
-    """d/dt [y, a, g] = [f, -a df/dy, -a df/dparams] by autograd, f evaluated on the user's structure."""
+def _autograd_dynamics(prob: Problem, params: list[torch.Tensor], n: int, timed: bool) -> Func:
+    """d/dt [y, a, g(, tau)] = [f, -a df/dy, -a df/dparams(, -a df/dt)] by autograd, f on the user's structure."""
 
     def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
+            t_in = t.detach().requires_grad_(True) if timed else t.detach()
             ys = tuple(y.detach().requires_grad_(True) for y in prob.split(z[:n]))
-            fs = prob.call_structured(t, ys)
-            vjps = torch.autograd.grad(fs, (*ys, *params), prob.split(-z[n : 2 * n]), allow_unused=True)
-        vjps = tuple(torch.zeros_like(x) if v is None else v for v, x in zip(vjps, (*ys, *params)))
+            fs = prob.call_structured(t_in, ys)
+            inputs = (*ys, *params, *((t_in,) if timed else ()))
+            if any(f.requires_grad for f in fs):
+                vjps = torch.autograd.grad(fs, inputs, prob.split(-z[n : 2 * n]), allow_unused=True)
+            else:  # f depends on none of them (e.g. on t alone, with no parameters)
+                vjps = (None,) * len(inputs)
+        vjps = tuple(torch.zeros_like(x) if v is None else v for v, x in zip(vjps, inputs))
         return torch.cat([f.detach().reshape(-1) for f in fs] + [v.reshape(-1) for v in vjps])
 
     return augmented
@@ -126,35 +157,47 @@ class _AdjointSolve(torch.autograd.Function):
     """Solve without building a graph; the backward pass solves the adjoint ODE backwards in time."""
 
     @staticmethod
-    def forward(ctx: Any, spec: AdjointSpec, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, spec: AdjointSpec, y0: torch.Tensor, t: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         prob = spec.problem
-        sol, stats = spec.solver.integrate(prob.func, y0.detach(), prob.times)
-        ctx.spec, ctx.recorders = spec, active_recorders()
+        sol, stats = spec.solver.integrate(prob.func, y0.detach(), prob.times, None, spec.callbacks)
+        ctx.spec, ctx.recorders, ctx.timed = spec, active_recorders(), t.requires_grad
         record_forward(stats, sol, backprop=False)
-        ctx.save_for_backward(sol, *params)
+        ctx.save_for_backward(sol, t, *params)
         return sol
 
     @staticmethod
     def backward(ctx: Any, grad_sol: torch.Tensor) -> tuple[Any, ...]:
-        sol, *params = ctx.saved_tensors
+        sol, t, *params = ctx.saved_tensors
         spec: AdjointSpec = ctx.spec
         prob = spec.problem
         times, shape = prob.times, sol.shape[1:]
         n = sol[0].numel()
         numels = [p.numel() for p in params]
-        if spec.closed_form is None:
-            augmented = _autograd_dynamics(prob, params, n)
+        # the time term: as torchdiffeq, always with autograd VJPs (it is then part of the error norm even when t
+        # needs no gradient); with a closed-form VJP only when t requires grad
+        timed = spec.closed_form is None or ctx.timed
+        if timed:
+            augmented = _autograd_dynamics(prob, params, n, timed)
         else:
+            assert spec.closed_form is not None
             augmented = _closed_form_dynamics(prob, spec.closed_form, n)
-        solver = spec.backward_solver(n, numels, sol)
+        solver = spec.backward_solver(n, [p.shape for p in params], sol, timed)
         adj = grad_sol[-1].reshape(-1)
         grads = torch.zeros(sum(numels), dtype=sol.dtype, device=sol.device)
+        tau = torch.zeros(1 if timed else 0, dtype=sol.dtype, device=sol.device)
+        time_grads = torch.zeros(len(times), dtype=sol.dtype, device=sol.device) if ctx.timed else None
         nfe = steps = rejected = 0
         for i in range(len(times) - 1, 0, -1):
-            z0 = torch.cat([sol[i].reshape(-1), adj, grads])
-            zs, stats = solver.integrate(augmented, z0, [times[i], times[i - 1]])
+            if time_grads is not None:
+                with torch.no_grad():
+                    f_i = prob.func(t[i].detach().to(sol.dtype), sol[i])
+                    time_grads[i] = f_i.reshape(-1).dot(grad_sol[i].reshape(-1))
+                tau = tau - time_grads[i]
+            z0 = torch.cat([sol[i].reshape(-1), adj, grads, tau])
+            zs, stats = solver.integrate(augmented, z0, [times[i], times[i - 1]], None, spec.adjoint_callbacks)
             adj = zs[-1, n : 2 * n] + grad_sol[i - 1].reshape(-1)
-            grads = zs[-1, 2 * n :]
+            grads = zs[-1, 2 * n : 2 * n + sum(numels)]
+            tau = zs[-1, 2 * n + sum(numels) :]
             nfe, steps, rejected = (
                 nfe + stats.forward_nfe,
                 steps + stats.forward_steps,
@@ -162,7 +205,11 @@ class _AdjointSolve(torch.autograd.Function):
             )
         report(ctx.recorders, backward=True, nfe=nfe, steps=steps, rejected=rejected)
         param_grads = [g.view_as(p) for g, p in zip(grads.split(numels), params)]
-        return (None, adj.view(shape), *param_grads)
+        t_grad = None
+        if time_grads is not None:
+            time_grads[0] = tau[0]
+            t_grad = time_grads.to(t.dtype)
+        return (None, adj.view(shape), t_grad, *param_grads)
 
 
 def _positions(func: ParametrizedField, params: tuple[torch.Tensor, ...]) -> list[int] | None:
@@ -199,13 +246,14 @@ def odeint_adjoint(
             a forward norm="rms" makes y and a one segment each in the backward mixed norm).
             norm="seminorm" measures the error on (y, a) only and ignores the parameter-gradient
             part (Kidger et al. 2021): fewer backward steps, same gradients to tolerance. The default
-            ("mixed") is torchdiffeq's mixed norm over y, a and each parameter. A callable norm receives
-            the flat tuple (y, a, *param_grads).
+            ("mixed") is torchdiffeq's mixed norm over y, a and each parameter (and the time term when t
+            requires grad). A callable norm receives torchdiffeq's tuple (t_term, y, a, *param_grads), y and a
+            unpacked into their parts for a tuple state.
         adjoint_params: the tensors to differentiate. Default: `func.adjoint_params()` for a
             `monode.solvers.ParametrizedField` (e.g. a bound `monode.dynamics` field), else
             `func.parameters()` (func must then be an nn.Module). Tensors not requiring grad are skipped.
 
-    Gradients with respect to `t` are not computed (pass a t that does not require grad).
+    A `t` that requires grad gets dL/dt as torchdiffeq computes it (see the module docstring).
     """
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     options = check_options(options)
@@ -238,6 +286,7 @@ def odeint_adjoint(
 
     prob = prepare(func, y0, t)
     solver = make_solver(method, options, rtol, atol, state_norm(prob, options.get("norm")), dtype=prob.y0.dtype)
+    _, callbacks, adjoint_callbacks = setup(solver, prob, method)
     # the backward configuration is validated now, not at backward time
     make_solver(adjoint_method, adjoint_options, adjoint_rtol, adjoint_atol, lambda z: segment_rms_max(z, None),
                 what="adjoint_method", dtype=prob.y0.dtype)  # fmt: skip
@@ -265,6 +314,8 @@ def odeint_adjoint(
         options.get("norm") == "rms",
         closed_form,
         scales,
+        callbacks,
+        adjoint_callbacks,
     )
-    sol = _AdjointSolve.apply(spec, prob.y0, *params)
+    sol = _AdjointSolve.apply(spec, prob.y0, prob.t, *params)
     return prob.unflatten(sol)
