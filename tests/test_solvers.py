@@ -18,8 +18,8 @@ from monode import (
     record_stats,
 )
 from monode.dynamics import build_model
-from monode.solvers import ADAPTIVE as ADAPTIVE_METHODS
 from monode.layers import ODERNN
+from monode.solvers import ADAPTIVE as ADAPTIVE_METHODS
 from monode.solvers._nonfinite import MAX_NONFINITE_TRIALS
 from problems import ExpSin, HarmonicOscillator, LinearSystem
 

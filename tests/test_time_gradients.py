@@ -48,7 +48,9 @@ def test_gradcheck_with_respect_to_t_by_backprop(method: str) -> None:
     assert torch.autograd.gradcheck(lambda t: odeint(field, y0, t, **_kwargs(method)), (t,), atol=1e-5, rtol=1e-3)
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m in importlib.import_module("torchdiffeq._impl.odeint").SOLVERS])
+@pytest.mark.parametrize(
+    "method", [m for m in METHODS if m in importlib.import_module("torchdiffeq._impl.odeint").SOLVERS]
+)
 def test_time_gradients_by_backprop_equal_torchdiffeqs(method: str) -> None:
     field = Field()
     y0 = torch.randn(2, 3, dtype=F64, generator=torch.Generator().manual_seed(1))

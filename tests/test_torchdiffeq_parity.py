@@ -97,7 +97,9 @@ def test_fixed_grid_options_equal_torchdiffeq(method: str, options: dict) -> Non
     if options.get("perturb"):
         jump = lambda t, y: torch.where(t > 0.5, 1.0, -1.0) * torch.ones_like(y) if t != 0.5 else y * math.nan  # noqa: E731
         ours = odeint(jump, y0, t, method=method, options=options)
-        torch.testing.assert_close(ours, torchdiffeq.odeint(jump, y0, t, method=method, options=options), rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            ours, torchdiffeq.odeint(jump, y0, t, method=method, options=options), rtol=0, atol=1e-12
+        )
 
 
 def test_exact_times_keeps_monodes_grid() -> None:
@@ -108,7 +110,9 @@ def test_exact_times_keeps_monodes_grid() -> None:
     with record_stats() as default:
         odeint(f, torch.ones(1, dtype=torch.float64), t, method="euler", options=dict(step_size=0.25))
     with record_stats() as exact:
-        y = odeint(f, torch.ones(1, dtype=torch.float64), t, method="euler", options=dict(step_size=0.25, exact_times=True))
+        y = odeint(
+            f, torch.ones(1, dtype=torch.float64), t, method="euler", options=dict(step_size=0.25, exact_times=True)
+        )
     assert (default.forward_nfe, exact.forward_nfe) == (4, 6)
     assert y[1].item() == pytest.approx(0.85**2)
 
@@ -158,7 +162,9 @@ def test_callbacks_are_called_as_torchdiffeq_calls_them(method: str) -> None:
         odeint(ours, torch.ones(2, dtype=torch.float64), t, rtol=1e-3, atol=1e-6, method=method, options=options)
     with warnings.catch_warnings(record=True) as ref_warned:
         warnings.simplefilter("always")
-        torchdiffeq.odeint(ref, torch.ones(2, dtype=torch.float64), t, rtol=1e-3, atol=1e-6, method=method, options=options)
+        torchdiffeq.odeint(
+            ref, torch.ones(2, dtype=torch.float64), t, rtol=1e-3, atol=1e-6, method=method, options=options
+        )
     assert ours.counts == ref.counts and ours.counts["step"] > 0
     assert [str(w.message) for w in ours_warned] == [str(w.message) for w in ref_warned]  # fixed grid: unsupported
     if method == "dopri5":
@@ -181,14 +187,14 @@ def test_a_misspelled_callback_is_warned_about() -> None:
     "method,options,match",
     [
         ("euler", dict(step_size=0.1, grid_constructor=lambda f, y, t: t), "mutually exclusive"),
-        ("euler", dict(interp="quadratic"), r"options\['interp'\] must be one of \('linear', 'cubic'\), got 'quadratic'"),
+        ("euler", dict(interp="quadratic"), r"options\['interp'\] must be one of \('linear', 'cubic'\), got 'quad"),
         ("rk4", dict(perturb="yes"), r"options\['perturb'\] must be True or False, got 'yes'"),
-        ("euler", dict(grid_constructor=lambda f, y, t: torch.tensor([0.0, 0.5])), r"must start at t\[0\]=0.0 and end at t\[-1\]=1.0"),
+        ("euler", dict(grid_constructor=lambda f, y, t: torch.tensor([0.0, 0.5])), r"end at t\[-1\]=1.0"),
         ("euler", dict(grid_constructor=3), r"options\['grid_constructor'\] must be callable"),
         ("dopri5", dict(min_step=-1.0), r"options\['min_step'\] must be a float in \[0, max_step\], got -1.0"),
         ("dopri5", dict(step_t=[0.5], jump_t=[0.5]), r"share the time\(s\) \[0.5\]"),
         ("dopri5", dict(jump_t=["a"]), r"options\['jump_t'\] must be a 1-D tensor of times"),
-        ("dopri5", dict(dtype=torch.int32), r"options\['dtype'\] \(the dtype of time\) must be torch.float64 or torch.float32"),
+        ("dopri5", dict(dtype=torch.int32), r"options\['dtype'\] \(the dtype of time\) must be torch.float64 or"),
         ("dopri5", dict(step_size=0.1), r"does not take option\(s\) \['step_size'\]"),
     ],
 )  # fmt: skip
@@ -210,3 +216,48 @@ def test_rk4_is_the_three_eighths_rule_and_rk4_classic_the_classical_method() ->
     assert odeint(lambda t, y: torch.exp(t) * torch.ones_like(y), y0, t, method="rk4")[-1].item() == pytest.approx(
         torchdiffeq.odeint(lambda t, y: torch.exp(t) * torch.ones_like(y), y0, t, method="rk4")[-1].item(), abs=1e-15
     )
+
+
+def _ball(g: torch.Tensor):
+    def field(t, state):
+        h, v = state
+        return v, -g * torch.ones_like(h)
+
+    return field
+
+
+@pytest.mark.parametrize("reverse_time", [False, True])
+@pytest.mark.parametrize(
+    "method,options", [("dopri5", None), ("bosh3", None), ("euler", dict(step_size=0.01)),
+                       ("rk4", dict(step_size=0.05, interp="cubic"))],
+)  # fmt: skip
+def test_events_and_their_gradients_equal_torchdiffeqs(method: str, options: dict | None, reverse_time: bool) -> None:
+    """A falling ball hits the ground (h = 0) at sqrt(2 h0 / g): event times, states and the event time's
+    gradients (implicit function theorem) with respect to h0 and g equal torchdiffeq's."""
+    from monode import odeint_event
+
+    results = []
+    for solve in (odeint_event, torchdiffeq.odeint_event):
+        g = torch.tensor(9.8, dtype=torch.float64, requires_grad=True)
+        h0 = torch.tensor([10.0], dtype=torch.float64, requires_grad=True)
+        v0 = torch.tensor([0.0], dtype=torch.float64)
+        t0 = torch.tensor(0.0, dtype=torch.float64)
+        kwargs = dict(reverse_time=reverse_time, method=method, options=options, rtol=1e-8, atol=1e-8)
+        t_event, (h, v) = solve(_ball(g), (h0, v0), t0, event_fn=lambda t, s: s[0], **kwargs)
+        (t_event + v[-1].sum()).backward()
+        results.append((t_event.detach(), h.detach(), h0.grad, g.grad))
+    for k, (ours, ref) in enumerate(zip(*results)):
+        # torchdiffeq also differentiates its first step size (which reads f(t0, y0), so g): where the dense output
+        # is not exact (bosh3's crude mid-point on this quadratic), its g-gradient carries that term too
+        loose = k == 3 and method == "bosh3"
+        torch.testing.assert_close(ours, ref, rtol=1e-3 if loose else 1e-9, atol=1e-10)
+    if not reverse_time and method in ("dopri5", "rk4"):  # (bosh3's dense output is crude, as torchdiffeq's)
+        assert results[0][0].item() == pytest.approx((2 * 10 / 9.8) ** 0.5, rel=1e-6)
+
+
+def test_event_errors() -> None:
+    f = lambda t, y: -y  # noqa: E731
+    with pytest.raises(ODEInputError, match=r"with event_fn, t must be \[t0, t1\].*got 3 times"):
+        odeint(f, torch.ones(1), torch.tensor([0.0, 1.0, 2.0]), event_fn=lambda t, y: y)
+    with pytest.raises(ODEInputError, match=r"events with a fixed-step method need options\['step_size'\]"):
+        odeint(f, torch.ones(1), torch.tensor([0.0, 1.0]), method="euler", event_fn=lambda t, y: y - 0.5)

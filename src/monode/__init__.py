@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "odeint",
     "odeint_adjoint",
+    "odeint_event",
     "METHODS",
     "SolverStats",
     "record_stats",
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         StepSizeUnderflowError,
         odeint,
         odeint_adjoint,
+        odeint_event,
         record_stats,
     )
     from .tasks import LoadedRun, load_run

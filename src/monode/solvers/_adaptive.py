@@ -20,6 +20,7 @@ and decreasing time is integrated natively (no reversed-function wrapper).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -57,7 +58,7 @@ class _Stops:
     next one after t0, staying on the last one once passed)."""
 
     def __init__(self, values: list[float], t0: float, direction: float) -> None:
-        ahead = sorted((direction * v for v in values if direction * v >= direction * t0))
+        ahead = sorted(direction * v for v in values if direction * v >= direction * t0)
         self.values = [direction * v for v in ahead]
         self.direction = direction
         self.index = min(bisect.bisect(ahead, direction * t0), len(ahead) - 1) if ahead else 0
@@ -151,6 +152,7 @@ class AdaptiveRungeKutta:
         dfactor = 1.0 if ratio < 1.0 else self.dfactor
         factor = min(self.ifactor, max(self.safety / ratio ** (1.0 / self.tableau.order), dfactor))
         return dt * factor
+
     # -- the step and the start, eager or compiled -----------------------------------------------------
     def step(
         self,
@@ -237,83 +239,161 @@ class AdaptiveRungeKutta:
         """Solve from times[0]; return the states at `times` stacked on dim 0, and the counts. `clock` makes the
         time tensors (differentiable in the user's t when it requires grad); `callbacks` are called per step."""
         clock = Clock() if clock is None else clock
-        stats = SolverStats()
         outputs = [y0]
         if len(times) == 1:
-            return torch.stack(outputs), stats
-        tab = self.tableau
+            return torch.stack(outputs), SolverStats()
         direction = 1.0 if times[-1] > times[0] else -1.0
-        trials = NonFiniteTrials(self.name, direction, self.atol)
-        t, y = times[0], y0
-        f, dt = self._begin(func, clock, t, y0, direction, trials)
-        nfe = 1 if self.first_step is not None else 2
-        dt = self._time(self._clamp(dt) if math.isfinite(dt) else self.min_step)
-        step_stops, jump_stops = _Stops(self.step_t, t, direction), _Stops(self.jump_t, t, direction)
-        new_nfe = tab.stages - 1 if tab.fsal else tab.stages
-        last: tuple[float, float, torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor] | None = None
-        attempts = rejected = 0
+        walk = _Walk(self, func, y0, times[0], direction, times[-1], clock, callbacks)
         for i, t_out in enumerate(times[1:], start=1):
-            while (t_out - t) * direction > 0:
-                if attempts >= self.max_num_steps:
-                    raise MaxStepsExceededError(
-                        f"{self.name}: exceeded options['max_num_steps']={self.max_num_steps} at t={t:.6g} while "
-                        f"integrating to t={times[-1]:.6g}; the problem may be stiff or rtol={self.rtol:g}, "
-                        f"atol={self.atol:g} too tight: raise max_num_steps or loosen the tolerances"
-                    )
-                if t + direction * dt == t:
-                    if trials.count:
-                        raise trials.stuck(t, direction * dt)
-                    raise StepSizeUnderflowError(
-                        f"{self.name}: step size underflow at t={t:.6g} (dt={direction * dt:.3g}) with "
-                        f"rtol={self.rtol:g}, atol={self.atol:g}; the field may be non-smooth or stiff: loosen the "
-                        f"tolerances or use a fixed-step method"
-                    )
-                if callbacks.step is not None:
-                    callbacks.step(clock.at(t, y), y, time_tensor([dt], y)[0])
-                t1 = self._time(t + direction * dt)
-                stop_step, stop_jump = step_stops.inside(t, t1), jump_stops.inside(t, t1)
-                if stop_jump is not None:
-                    t1, stop_step = stop_jump, None
-                elif stop_step is not None:
-                    t1 = stop_step
-                step = dt if stop_step is None and stop_jump is None else abs(t1 - t)
-                y1, ks, ratio = self._trial(func, clock, t, direction * step, t1, y, f)
-                attempts += 1
-                nfe += new_nfe
-                accept = ratio <= 1.0 or step <= self.min_step
-                if accept:
-                    if callbacks.accept is not None:
-                        callbacks.accept(clock.at(t, y), y, time_tensor([step], y)[0])
-                    f1 = ks[-1] if tab.fsal else func(clock.at(t1, y), y1)
-                    nfe += 0 if tab.fsal else 1
-                    if stop_step is not None:
-                        step_stops.passed()
-                    if stop_jump is not None:
-                        jump_stops.passed()
-                        f1 = func(clock.at(nudge(t1, t1 + direction, y.dtype), y), y1)  # the slope past the jump
-                        nfe += 1
-                    last = (t, direction * step, y, y1, ks, f1)
-                    t, y, f = t1, y1, f1
-                    trials.accepted(t)
-                else:
-                    if callbacks.reject is not None:
-                        callbacks.reject(clock.at(t, y), y, time_tensor([step], y)[0])
-                    rejected += 1
-                if math.isnan(ratio):  # never accepted; retried smaller
-                    shrunk = self._clamp(abs(self._next_step(step, math.inf)))
-                    dt = abs(trials.retry(t, direction * step, y, f, y1, ks, shrunk, times[-1]))
-                else:
-                    dt = self._time(self._clamp(self._next_step(step, ratio)))
-            if t_out == t and not clock.differentiable:
-                outputs.append(y)
+            while (t_out - walk.t) * direction > 0:
+                walk.advance()
+            if t_out == walk.t and not clock.differentiable:
+                outputs.append(walk.y)
+            elif clock.differentiable:
+                outputs.append(walk.dense((clock.output(i, t_out, y0) - clock.at(walk.last.t0, y0)) / walk.last.dt))
             else:
-                assert last is not None
-                t0, dt0, ya, yb, ks, f1 = last
-                if clock.differentiable:
-                    step_start = clock.at(t0, y)
-                    x: Scalar = (clock.output(i, t_out, y) - step_start) / dt0
-                else:
-                    x = (t_out - t0) / dt0
-                outputs.append(quartic(tab, x, dt0, ya, yb, ks, f1))
-        stats.forward_nfe, stats.forward_steps, stats.forward_rejected = nfe, attempts - rejected, rejected
-        return torch.stack(outputs), stats
+                outputs.append(walk.dense((t_out - walk.last.t0) / walk.last.dt))
+        return torch.stack(outputs), walk.stats()
+
+    def integrate_until_event(
+        self, func: Callable, y0: torch.Tensor, t0: float, direction: float, event_fn: Callable,
+        callbacks: Callbacks = NONE,
+    ) -> tuple[float, torch.Tensor, SolverStats]:  # fmt: skip
+        """Step from t0 in `direction` until event_fn(t, y) (a 0-d tensor, > 0 at the start) changes sign, then
+        locate the change by bisection on the last step's dense output to within atol, as torchdiffeq does:
+        (event time, state there, counts)."""
+        clock = Clock()
+        walk = _Walk(self, func, y0, t0, direction, direction * math.inf, clock, callbacks)
+        first = event_fn(clock.at(t0, y0), y0)
+        if bool(first == 0):
+            return t0, y0, walk.stats()
+        sign0 = torch.sign(first)
+        while True:
+            accepted = walk.accepted
+            walk.advance()
+            if walk.accepted > accepted and bool(torch.sign(event_fn(clock.at(walk.t, y0), walk.y)) != sign0):
+                break
+        step = walk.last
+        lo, hi = step.t0, step.t0 + step.dt
+        tol = self.atol if self.atol > 0 else abs(step.dt) * 1e-12
+        for _ in range(max(0, math.ceil(math.log(abs(hi - lo) / tol) / math.log(2.0)))):
+            mid = (lo + hi) / 2.0
+            y_mid = walk.dense((mid - step.t0) / step.dt)
+            if bool(torch.sign(event_fn(clock.at(mid, y0), y_mid)) == sign0):
+                lo = mid
+            else:
+                hi = mid
+        t_event = (lo + hi) / 2.0
+        return t_event, walk.dense((t_event - step.t0) / step.dt), walk.stats()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """The last accepted step, for dense output: from t0 by dt (signed), y0 -> y1 with stages ks and end slope f1."""
+
+    t0: float
+    dt: float
+    y0: torch.Tensor
+    y1: torch.Tensor
+    ks: list[torch.Tensor]
+    f1: torch.Tensor
+
+
+class _Walk:
+    """One adaptive solve in progress: the state reached (t, y, f), the next step size, the last accepted step,
+    the counts. `advance` takes one trial step (accepted or rejected) with torchdiffeq's step control."""
+
+    def __init__(
+        self,
+        solver: AdaptiveRungeKutta,
+        func: Callable,
+        y0: torch.Tensor,
+        t0: float,
+        direction: float,
+        t_end: float,
+        clock: Clock,
+        callbacks: Callbacks,
+    ) -> None:
+        self.solver, self.func, self.direction, self.t_end = solver, func, direction, t_end
+        self.clock, self.callbacks = clock, callbacks
+        self.trials = NonFiniteTrials(solver.name, direction, solver.atol)
+        self.t, self.y = t0, y0
+        self.f, dt = solver._begin(func, clock, t0, y0, direction, self.trials)
+        self.nfe = 1 if solver.first_step is not None else 2
+        self.dt = solver._time(solver._clamp(dt) if math.isfinite(dt) else solver.min_step)
+        self.step_stops, self.jump_stops = _Stops(solver.step_t, t0, direction), _Stops(solver.jump_t, t0, direction)
+        tab = solver.tableau
+        self.new_nfe = tab.stages - 1 if tab.fsal else tab.stages
+        self.attempts = self.rejected = 0
+        self._last: _Step | None = None
+
+    @property
+    def accepted(self) -> int:
+        return self.attempts - self.rejected
+
+    @property
+    def last(self) -> _Step:
+        assert self._last is not None, "no step accepted yet"
+        return self._last
+
+    def stats(self) -> SolverStats:
+        return SolverStats(forward_nfe=self.nfe, forward_steps=self.accepted, forward_rejected=self.rejected)
+
+    def dense(self, x: Scalar) -> torch.Tensor:
+        """The last accepted step's dense output at the position x in [0, 1]."""
+        step = self.last
+        return quartic(self.solver.tableau, x, step.dt, step.y0, step.y1, step.ks, step.f1)
+
+    def advance(self) -> None:
+        solver, func, clock, callbacks, direction = self.solver, self.func, self.clock, self.callbacks, self.direction
+        t, y, f, dt = self.t, self.y, self.f, self.dt
+        if self.attempts >= solver.max_num_steps:
+            raise MaxStepsExceededError(
+                f"{solver.name}: exceeded options['max_num_steps']={solver.max_num_steps} at t={t:.6g} while "
+                f"integrating to t={self.t_end:.6g}; the problem may be stiff or rtol={solver.rtol:g}, "
+                f"atol={solver.atol:g} too tight: raise max_num_steps or loosen the tolerances"
+            )
+        if t + direction * dt == t:
+            if self.trials.count:
+                raise self.trials.stuck(t, direction * dt)
+            raise StepSizeUnderflowError(
+                f"{solver.name}: step size underflow at t={t:.6g} (dt={direction * dt:.3g}) with "
+                f"rtol={solver.rtol:g}, atol={solver.atol:g}; the field may be non-smooth or stiff: loosen the "
+                f"tolerances or use a fixed-step method"
+            )
+        if callbacks.step is not None:
+            callbacks.step(clock.at(t, y), y, time_tensor([dt], y)[0])
+        t1 = solver._time(t + direction * dt)
+        stop_step, stop_jump = self.step_stops.inside(t, t1), self.jump_stops.inside(t, t1)
+        if stop_jump is not None:
+            t1, stop_step = stop_jump, None
+        elif stop_step is not None:
+            t1 = stop_step
+        step = dt if stop_step is None and stop_jump is None else abs(t1 - t)
+        y1, ks, ratio = solver._trial(func, clock, t, direction * step, t1, y, f)
+        self.attempts += 1
+        self.nfe += self.new_nfe
+        if ratio <= 1.0 or step <= solver.min_step:
+            if callbacks.accept is not None:
+                callbacks.accept(clock.at(t, y), y, time_tensor([step], y)[0])
+            fsal = solver.tableau.fsal
+            f1 = ks[-1] if fsal else func(clock.at(t1, y), y1)
+            self.nfe += 0 if fsal else 1
+            if stop_step is not None:
+                self.step_stops.passed()
+            if stop_jump is not None:
+                self.jump_stops.passed()
+                f1 = func(clock.at(nudge(t1, t1 + direction, y.dtype), y), y1)  # the slope past the jump
+                self.nfe += 1
+            self._last = _Step(t, direction * step, y, y1, ks, f1)
+            self.t, self.y, self.f = t1, y1, f1
+            self.trials.accepted(t1)
+        else:
+            if callbacks.reject is not None:
+                callbacks.reject(clock.at(t, y), y, time_tensor([step], y)[0])
+            self.rejected += 1
+        if math.isnan(ratio):  # never accepted; retried smaller
+            shrunk = solver._clamp(abs(solver._next_step(step, math.inf)))
+            self.dt = abs(self.trials.retry(self.t, direction * step, self.y, self.f, y1, ks, shrunk, self.t_end))
+        else:
+            self.dt = solver._time(solver._clamp(solver._next_step(step, ratio)))

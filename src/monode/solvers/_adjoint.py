@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from ._adaptive import AdaptiveRungeKutta
+from ._callbacks import NONE, Callbacks
 from ._errors import ODEInputError
 from ._inputs import Func, Problem, check_options, check_tolerance, prepare, segment_rms_max
-from ._callbacks import NONE, Callbacks
 from ._integrate import make_solver, record_forward, setup, state_norm
 from ._stats import active_recorders, report
 from .fields import ClosedFormField, ParametrizedField
@@ -60,9 +60,7 @@ class AdjointSpec:
     callbacks: Callbacks = NONE
     adjoint_callbacks: Callbacks = NONE
 
-    def backward_solver(
-        self, n: int, shapes: list[torch.Size], like: torch.Tensor, timed: bool
-    ) -> Any:
+    def backward_solver(self, n: int, shapes: list[torch.Size], like: torch.Tensor, timed: bool) -> Any:
         """The adjoint solve's solver on the flat z = [y, a, g(, tau)] (g: gradients of parameters shaped
         `shapes`); `timed`: z ends with the time term."""
         numels = [math.prod(shape) for shape in shapes]
@@ -125,11 +123,10 @@ def _autograd_dynamics(prob: Problem, params: list[torch.Tensor], n: int, timed:
             ys = tuple(y.detach().requires_grad_(True) for y in prob.split(z[:n]))
             fs = prob.call_structured(t_in, ys)
             inputs = (*ys, *params, *((t_in,) if timed else ()))
-            if any(f.requires_grad for f in fs):
-                vjps = torch.autograd.grad(fs, inputs, prob.split(-z[n : 2 * n]), allow_unused=True)
-            else:  # f depends on none of them (e.g. on t alone, with no parameters)
-                vjps = (None,) * len(inputs)
-        vjps = tuple(torch.zeros_like(x) if v is None else v for v, x in zip(vjps, inputs))
+            grads: tuple[torch.Tensor | None, ...] = (None,) * len(inputs)
+            if any(f.requires_grad for f in fs):  # (not when f reads none of them, e.g. t alone with no parameters)
+                grads = torch.autograd.grad(fs, inputs, prob.split(-z[n : 2 * n]), allow_unused=True)
+        vjps = tuple(torch.zeros_like(x) if v is None else v for v, x in zip(grads, inputs))
         return torch.cat([f.detach().reshape(-1) for f in fs] + [v.reshape(-1) for v in vjps])
 
     return augmented

@@ -43,7 +43,9 @@ def _named(func: Any, suffix: str) -> list[Callback | None]:
     return [getattr(func, name + suffix, None) for name in NAMES]
 
 
-def find(func: Any, method: str, supported: tuple[str, ...], split: Callable[[torch.Tensor], Any]) -> tuple[Callbacks, Callbacks]:
+def find(
+    func: Any, method: str, supported: tuple[str, ...], split: Callable[[torch.Tensor], Any]
+) -> tuple[Callbacks, Callbacks]:
     """(forward, adjoint) callbacks of `func` for `method`, which calls those in `supported`; each wrapped to
     receive the state in the user's structure (`split` of the flat state)."""
     _warn_misspelled(func)

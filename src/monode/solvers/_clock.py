@@ -57,7 +57,7 @@ class Clock:
 
     def __init__(self, t: torch.Tensor | None = None) -> None:
         self.t = t if t is not None and t.requires_grad else None
-        self.start = float(t.detach()[0]) if self.t is not None else 0.0
+        self.start = float(self.t.detach()[0]) if self.t is not None else 0.0
 
     @property
     def differentiable(self) -> bool:

@@ -70,7 +70,8 @@ class FixedStepSolver:
             raise ODEInputError(f"{name}: options step_size and grid_constructor are mutually exclusive; pass one")
         if grid_constructor is not None and not callable(grid_constructor):
             raise ODEInputError(
-                f"{name}: options['grid_constructor'] must be callable as (func, y0, t) -> grid, got {grid_constructor!r}"
+                f"{name}: options['grid_constructor'] must be callable as (func, y0, t) -> grid, "
+                f"got {grid_constructor!r}"
             )
         if interp not in INTERPOLATIONS:
             raise ODEInputError(f"{name}: options['interp'] must be one of {INTERPOLATIONS}, got {interp!r}")
@@ -85,6 +86,7 @@ class FixedStepSolver:
         self.compile = _compile.check_option(name, compile)
         self.max_num_steps = check_max_num_steps(name, max_num_steps)
         self.user: tuple[Callable, Any, torch.Tensor] | None = None  # (func, y0, t) for grid_constructor
+        self.tol = 1e-9  # an event's time is located to this (odeint's atol, set by it)
 
     @property
     def nodes(self) -> tuple[float, ...]:
@@ -113,7 +115,9 @@ class FixedStepSolver:
             assert self.user is not None
             grid = self.grid_constructor(*self.user)
             if not isinstance(grid, torch.Tensor) or grid.ndim != 1 or len(grid) < 2:
-                raise ODEInputError(f"{self.name}: grid_constructor must return a 1-D tensor of >= 2 times, got {grid!r}")
+                raise ODEInputError(
+                    f"{self.name}: grid_constructor must return a 1-D tensor of >= 2 times, got {grid!r}"
+                )
             values = grid.tolist()
             if values[0] != t0 or values[-1] != t_end:
                 raise ODEInputError(
@@ -145,7 +149,9 @@ class FixedStepSolver:
 
         return n - 1, points()
 
-    def _exact_grid(self, times: list[float], clock: Clock, like: torch.Tensor) -> tuple[int, Iterator[tuple[float, Any]]]:
+    def _exact_grid(
+        self, times: list[float], clock: Clock, like: torch.Tensor
+    ) -> tuple[int, Iterator[tuple[float, Any]]]:
         per_interval = (
             [1] * (len(times) - 1)
             if self.step_size is None
@@ -185,7 +191,7 @@ class FixedStepSolver:
         else:
             times = clock.values(values, y)
         if self.compile and start is None:
-            out = _compile.call(self, "step", y.device, func, times, time_tensor([dt], y)[0], y, carry)
+            out = _compile.call(self, "step", y.device, func, times, time_tensor([t1 - t], y)[0], y, carry)
             if out is not None:
                 return out
         return self.step(func, times.unbind(), dt, y, carry)
@@ -234,6 +240,51 @@ class FixedStepSolver:
             t, start, y = t1, end, y1
         stats = SolverStats(forward_nfe=self.nfe_per_step * n_steps + extra_nfe, forward_steps=n_steps)
         return torch.stack(outputs), stats
+
+    def integrate_until_event(
+        self, func: Callable, y0: torch.Tensor, t0: float, direction: float, event_fn: Callable,
+        callbacks: Callbacks = NONE,
+    ) -> tuple[float, torch.Tensor, SolverStats]:  # fmt: skip
+        """Step by step_size from t0 in `direction` until event_fn(t, y) changes sign, then locate the change by
+        bisection on the step's interpolant to within `tol` (torchdiffeq: its atol): (event time, state, counts)."""
+        if self.step_size is None:
+            raise ODEInputError(f"{self.name}: events with a fixed-step method need options['step_size']")
+        clock, h = Clock(), direction * self.step_size
+        t, y, carry, nfe, steps = t0, y0, None, 0, 0
+        sign0 = torch.sign(event_fn(clock.at(t0, y0), y0))
+        while True:
+            if steps >= self.max_num_steps:
+                raise MaxStepsExceededError(
+                    f"{self.name}: no event within options['max_num_steps']={self.max_num_steps} steps of "
+                    f"{self.step_size} from t={t0}"
+                )
+            if callbacks.step is not None:
+                callbacks.step(clock.at(t, y), y, time_tensor([self.step_size], y)[0])
+            t1 = t + h
+            y1, carry, f0 = self._step(func, clock, t, t1, None, None, y, carry)
+            steps, nfe = steps + 1, nfe + self.nfe_per_step
+            if bool(torch.sign(event_fn(clock.at(t1, y1), y1)) != sign0):
+                break
+            t, y = t1, y1
+        f1 = None
+        if self.interp == "cubic":
+            if f0 is None:
+                f0, nfe = func(clock.at(t, y), y), nfe + 1
+            f1, nfe = func(clock.at(t1, y1), y1), nfe + 1
+
+        def at(s: float) -> torch.Tensor:
+            x = (s - t) / h
+            return linear(x, y, y1) if f1 is None or f0 is None else hermite(x, h, y, f0, y1, f1)
+
+        lo, hi = t, t1
+        for _ in range(max(0, math.ceil(math.log(abs(hi - lo) / self.tol) / math.log(2.0)))):
+            mid = (lo + hi) / 2.0
+            if bool(torch.sign(event_fn(clock.at(mid, y), at(mid))) == sign0):
+                lo = mid
+            else:
+                hi = mid
+        t_event = (lo + hi) / 2.0
+        return t_event, at(t_event), SolverStats(forward_nfe=nfe, forward_steps=steps)
 
 
 class ExplicitRungeKutta(FixedStepSolver):

@@ -9,7 +9,6 @@ component (torchdiffeq's mixed norm), or the whole tensor.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -238,8 +237,10 @@ def segment_rms_max(x: torch.Tensor, segments: Sequence[tuple[int, int]] | None)
     if segments is None or len(segments) == 1:
         return _rms(x)
     sizes = [b - a for a, b in segments]
-    tiled = segments[0][0] == 0 and segments[-1][1] == x.numel() and all(
-        a == b for (_, b), (a, _) in zip(segments, segments[1:])
+    tiled = (
+        segments[0][0] == 0
+        and segments[-1][1] == x.numel()
+        and all(a == b for (_, b), (a, _) in zip(segments, segments[1:]))
     )
     if tiled and min(sizes) > 0 and len(set(sizes)) == 1 and not torch.compiler.is_compiling():
         rows = x.view(len(segments), sizes[0])

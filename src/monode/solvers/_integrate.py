@@ -95,6 +95,24 @@ def record_forward(stats: SolverStats, sol: torch.Tensor, backprop: bool) -> Non
         )
 
 
+def _until_event(solver: Any, prob: Problem, event_fn: Any, callbacks: Any, atol: float) -> tuple[torch.Tensor, Any]:
+    """odeint with event_fn: (event time, solution at [t0, event time]) as torchdiffeq returns them."""
+    if len(prob.times) != 2:
+        raise ODEInputError(
+            f"odeint: with event_fn, t must be [t0, t1] (t1 only gives the direction), got {len(prob.times)} times"
+        )
+    from ._events import combine
+
+    solver.tol = atol
+    direction = 1.0 if prob.times[1] > prob.times[0] else -1.0
+    t_event, y_event, stats = solver.integrate_until_event(
+        prob.func, prob.y0, prob.times[0], direction, combine(event_fn, prob), callbacks
+    )
+    sol = torch.stack([prob.y0, y_event])
+    record_forward(stats, sol, backprop=True)
+    return torch.tensor(t_event, dtype=prob.t.dtype, device=prob.t.device), prob.unflatten(sol)
+
+
 def odeint(
     func: Func,
     y0: Any,
@@ -104,6 +122,7 @@ def odeint(
     atol: float = 1e-9,
     method: str | None = None,
     options: dict | None = None,
+    event_fn: Callable[[torch.Tensor, Any], torch.Tensor] | None = None,
 ) -> Any:
     """Integrate dy/dt = func(t, y) from y(t[0]) = y0 and return y at every time in t.
 
@@ -125,6 +144,9 @@ def odeint(
             solves of the same structure). Fixed-step: step_size or grid (default: one step
             per output interval), compile, max_num_steps; nag also momentum.
 
+        event_fn: optional `event_fn(t, y) -> tensor`: solve from t[0] (t = [t0, t1], t1 giving the direction) until
+            it changes sign, and return (event time, solution at [t0, event time]); see `odeint_event`.
+
     Returns:
         Tensor [len(t), *y0.shape], or a tuple of such tensors for a tuple `y0`.
 
@@ -141,6 +163,8 @@ def odeint(
     norm = state_norm(prob, check_options(options).get("norm"))
     solver = make_solver(method, options, rtol, atol, norm, dtype=prob.y0.dtype)
     clock, callbacks, _ = setup(solver, prob, method)
+    if event_fn is not None:
+        return _until_event(solver, prob, event_fn, callbacks, atol)
     sol, stats = solver.integrate(prob.func, prob.y0, prob.times, clock, callbacks)
     record_forward(stats, sol, backprop=True)
     return prob.unflatten(sol)

@@ -66,7 +66,9 @@ def linear(x: Scalar, y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
     return axpy(y0, y1 - y0, x)
 
 
-def hermite(x: Scalar, dt: Scalar, y0: torch.Tensor, f0: torch.Tensor, y1: torch.Tensor, f1: torch.Tensor) -> torch.Tensor:
+def hermite(
+    x: Scalar, dt: Scalar, y0: torch.Tensor, f0: torch.Tensor, y1: torch.Tensor, f1: torch.Tensor
+) -> torch.Tensor:
     """The cubic Hermite polynomial through (y0, f0) and (y1, f1) at the position x (`interp="cubic"`)."""
     h00 = (1 + 2 * x) * (1 - x) * (1 - x)
     h10 = x * (1 - x) * (1 - x)

@@ -47,7 +47,10 @@ def _weights(weights: tuple[float, ...], dtype: torch.dtype, device: torch.devic
 
 def _coefficients(weights: tuple[float, ...], dt: Scalar, like: torch.Tensor) -> torch.Tensor:
     """w * dt with w rounded to the state's dtype first (a tensor of len(weights))."""
-    w = _weights(weights, like.dtype, like.device)
+    if torch.compiler.is_compiling():  # a constant of the graph
+        w = torch.tensor(weights, dtype=like.dtype, device=like.device)
+    else:
+        w = _weights(weights, like.dtype, like.device)
     return w * dt
 
 
