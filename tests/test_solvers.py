@@ -25,12 +25,18 @@ from problems import ExpSin, HarmonicOscillator, LinearSystem
 
 torchdiffeq = pytest.importorskip("torchdiffeq")
 
-FIXED = {name: cls.nfe_per_step for name, cls in METHODS.items() if name not in ADAPTIVE_METHODS}
+FIXED = {name: cls.nfe_per_step for name, cls in METHODS.items() if "step_size" in cls.options}
 ADAPTIVE = sorted(ADAPTIVE_METHODS)
-ORDER = {name: cls.order if name in FIXED else cls.tableau.order for name, cls in METHODS.items()}  # type: ignore[union-attr]
+MULTISTEP = {name: dict(max_order=4) for name, cls in METHODS.items() if getattr(cls, "tolerances", False)}
+"""The Adams methods at max_order 4 (the default 12 is unstable on oscillatory problems, as torchdiffeq's):
+Adams-Bashforth of 3 steps (order 3), the predictor-corrector of order 4."""
+ORDER = {
+    name: (3 + getattr(cls, "implicit", 0)) if name in MULTISTEP else cls.order if name in FIXED else cls.tableau.order  # type: ignore[union-attr]
+    for name, cls in METHODS.items()
+}
 F64 = torch.float64
 STEP = {1: 1e-4, 2: 1e-3, 3: 1e-2, 4: 1e-2}  # fixed-step size per order for ~1e-5 accuracy
-TOL = {1: 4e-3, 2: 1e-5, 3: 1e-5, 4: 1e-7}
+TOL = {1: 4e-3, 2: 1e-5, 3: 2e-5, 4: 1e-7}
 
 
 ADAPTIVE_TOLERANCES = {2: (1e-6, 1e-8, 5e-4), 3: (1e-9, 1e-11, 2e-6), 5: (1e-10, 1e-12, 1e-6), 8: (1e-8, 1e-10, 5e-5)}
@@ -54,7 +60,7 @@ def _tol(method: str) -> float:
 
 
 def _opts(method: str, step: float) -> dict | None:
-    return dict(step_size=step) if method in FIXED else None
+    return dict(step_size=step, **MULTISTEP.get(method, {})) if method in FIXED else None
 
 
 @pytest.mark.parametrize("method", ADAPTIVE + list(FIXED))
@@ -62,7 +68,9 @@ def test_linear_system_matches_matrix_exponential(method: str) -> None:
     f = LinearSystem()
     y0 = torch.tensor([[1.0, 0.5], [-0.3, 2.0]], dtype=F64)
     t = torch.linspace(0, 2, 5, dtype=F64)
-    opts = dict(step_size=_step(method), max_num_steps=100_000) if method in FIXED else None
+    opts = (
+        dict(step_size=_step(method), max_num_steps=100_000, **MULTISTEP.get(method, {})) if method in FIXED else None
+    )
     with torch.no_grad():
         y = odeint(f, y0, t, **_tolerances(method), method=method, options=opts)
     tol = _tol(method)
@@ -74,7 +82,9 @@ def test_harmonic_oscillator_tuple_state_forward_and_backward_in_time(method: st
     f = HarmonicOscillator()
     x0, v0 = torch.tensor([1.0, -0.5], dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
     t = torch.linspace(0, 3, 4, dtype=F64)
-    opts = dict(step_size=_step(method), max_num_steps=100_000) if method in FIXED else None
+    opts = (
+        dict(step_size=_step(method), max_num_steps=100_000, **MULTISTEP.get(method, {})) if method in FIXED else None
+    )
     tol = _tol(method) * 1.5
     x, v = odeint(f, (x0, v0), t, **_tolerances(method), method=method, options=opts)
     xe, ve = f.exact(x0, v0, t)
@@ -87,15 +97,18 @@ def test_harmonic_oscillator_tuple_state_forward_and_backward_in_time(method: st
     torch.testing.assert_close(vb[-1], v0, rtol=0, atol=2 * tol)
 
 
-@pytest.mark.parametrize("method,order", list(FIXED.items()))
-def test_empirical_convergence_order(method: str, order: int) -> None:
+@pytest.mark.parametrize("method", list(FIXED))
+def test_empirical_convergence_order(method: str) -> None:
+    order = ORDER[method]
     f, y0 = ExpSin(), torch.tensor([1.0], dtype=F64)
     t = torch.tensor([0.0, 2.0], dtype=F64)
     exact = ExpSin.exact(y0, 0.0, 2.0)
     steps = [0.0625, 0.03125, 0.015625] if order == 3 else [0.125, 0.0625, 0.03125]  # (uniform grids on [0, 2])
-    errors = [(odeint(f, y0, t, method=method, options=dict(step_size=h))[-1] - exact).abs().item() for h in steps]
+    options = [dict(step_size=h, **MULTISTEP.get(method, {})) for h in steps]
+    errors = [(odeint(f, y0, t, method=method, options=o)[-1] - exact).abs().item() for o in options]
     rates = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
-    assert all(abs(r - order) < 0.3 for r in rates), (errors, rates)
+    slack = 0.5 if method in MULTISTEP else 0.3  # (multistep: an rk4 start, so rates approach from above)
+    assert all(abs(r - order) < slack for r in rates), (errors, rates)
 
 
 def test_tuple_state_uses_torchdiffeq_mixed_norm() -> None:

@@ -54,6 +54,8 @@ class FixedStepSolver:
         "max_num_steps",
     )
     callbacks: ClassVar[tuple[str, ...]] = ("callback_step",)
+    tolerances: ClassVar[bool] = False  # True: the constructor takes odeint's rtol and atol
+    extra_nfe = 0  # evaluations a step made beyond nfe_per_step (the Adams methods' start and corrector)
 
     def __init__(
         self,
@@ -206,6 +208,7 @@ class FixedStepSolver:
     ) -> tuple[torch.Tensor, SolverStats]:
         """Solve from times[0]; return the states at `times` stacked on dim 0, and the counts."""
         clock = Clock() if clock is None else clock
+        self.extra_nfe = 0
         n_steps, points = self._grid(times, clock, y0)
         direction = 1.0 if times[-1] >= times[0] else -1.0
         outputs, out_index, extra_nfe = [y0], 1, 0
@@ -238,7 +241,7 @@ class FixedStepSolver:
                 outputs.append(out)
                 out_index += 1
             t, start, y = t1, end, y1
-        stats = SolverStats(forward_nfe=self.nfe_per_step * n_steps + extra_nfe, forward_steps=n_steps)
+        stats = SolverStats(forward_nfe=self.nfe_per_step * n_steps + extra_nfe + self.extra_nfe, forward_steps=n_steps)
         return torch.stack(outputs), stats
 
     def integrate_until_event(
@@ -251,6 +254,7 @@ class FixedStepSolver:
             raise ODEInputError(f"{self.name}: events with a fixed-step method need options['step_size']")
         clock, h = Clock(), direction * self.step_size
         t, y, carry, nfe, steps = t0, y0, None, 0, 0
+        self.extra_nfe = 0
         sign0 = torch.sign(event_fn(clock.at(t0, y0), y0))
         while True:
             if steps >= self.max_num_steps:
@@ -284,7 +288,7 @@ class FixedStepSolver:
             else:
                 hi = mid
         t_event = (lo + hi) / 2.0
-        return t_event, at(t_event), SolverStats(forward_nfe=nfe, forward_steps=steps)
+        return t_event, at(t_event), SolverStats(forward_nfe=nfe + self.extra_nfe, forward_steps=steps)
 
 
 class ExplicitRungeKutta(FixedStepSolver):

@@ -45,6 +45,8 @@ def make_solver(
         options["norm"] = norm
         return cls(rtol=rtol, atol=atol, **options)
     options.pop("norm", None)
+    if getattr(cls, "tolerances", False):  # the Adams corrector's convergence test, scipy's solve_ivp
+        options.update(rtol=rtol, atol=atol)
     return cls(**options)
 
 

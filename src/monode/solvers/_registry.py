@@ -4,6 +4,7 @@ from typing import Union
 
 from ._adaptive import AdaptiveRungeKutta
 from ._fixed import FixedStepSolver
+from .adams import ExplicitAdams, FixedAdams, ImplicitAdams
 from .adaptive_heun import AdaptiveHeun
 from .bosh3 import Bosh3
 from .dopri5 import Dopri5
@@ -15,10 +16,12 @@ from .heun3 import Heun3
 from .midpoint import Midpoint
 from .nag import NAG
 from .rk4 import RK4, RK4Classic
+from .scipy_solver import ScipySolver
 
-Solver = Union[type[AdaptiveRungeKutta], type[FixedStepSolver]]
+Solver = Union[type[AdaptiveRungeKutta], type[FixedStepSolver], type[ScipySolver]]
 METHODS: dict[str, Solver] = {
     cls.name: cls
-    for cls in (Dopri8, Dopri5, Bosh3, Fehlberg2, AdaptiveHeun, Euler, Midpoint, Heun2, Heun3, RK4, RK4Classic, NAG)
-}
+    for cls in (Dopri8, Dopri5, Bosh3, Fehlberg2, AdaptiveHeun, Euler, Midpoint, Heun2, Heun3, RK4, RK4Classic,
+                ExplicitAdams, ImplicitAdams, FixedAdams, ScipySolver, NAG)
+}  # fmt: skip
 ADAPTIVE = frozenset(name for name, cls in METHODS.items() if issubclass(cls, AdaptiveRungeKutta))
