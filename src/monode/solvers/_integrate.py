@@ -128,7 +128,8 @@ def odeint(
 ) -> Any:
     """Integrate dy/dt = func(t, y) from y(t[0]) = y0 and return y at every time in t.
 
-    Drop-in for `torchdiffeq.odeint`; gradients come from backpropagating through the solver.
+    Drop-in for `torchdiffeq.odeint`; gradients come from backpropagating through the solver (also with
+    respect to `t` when it requires grad). Callbacks `func.callback_step` etc. are called as torchdiffeq does.
 
     Args:
         func: callable `func(t, y)`; `t` is a 0-d tensor of the state's dtype, `y` has the structure
@@ -137,15 +138,17 @@ def odeint(
         t: 1-D strictly increasing or strictly decreasing times (decreasing integrates backwards).
         rtol: relative tolerance of adaptive methods (the error is scaled by atol + rtol * max(|y0|, |y1|)).
         atol: absolute tolerance of adaptive methods.
-        method: "dopri5" (default), "bosh3", "euler", "midpoint", "rk4" or "nag" (see `METHODS`).
-        options: method options. Adaptive: first_step, safety, ifactor, dfactor, max_step,
-            max_num_steps (default 10000), norm (default: torchdiffeq's mixed norm, the max over
-            tuple components of each one's RMS; "rms": one RMS over the whole state, as for a
-            single stacked tensor; or a callable on the state's structure), compile (True or torch.compile
-            keyword arguments: each step and the solve's start become compiled graphs, shared by later
-            solves of the same structure). Fixed-step: step_size or grid (default: one step
-            per output interval), compile, max_num_steps; nag also momentum.
-
+        method: a name in `METHODS`: torchdiffeq's (adaptive "dopri8", "dopri5" (default), "bosh3",
+            "fehlberg2", "adaptive_heun"; fixed-grid "euler", "midpoint", "heun2", "heun3", "rk4" (3/8 rule),
+            "explicit_adams", "implicit_adams"/"fixed_adams"; "scipy_solver"), and "tsit5", "rk4_classic", "nag".
+        options: method options, with torchdiffeq's meaning. Adaptive: first_step, min_step, max_step, step_t,
+            jump_t, dtype (of time), safety, ifactor, dfactor, max_num_steps (default 10000), norm (default:
+            torchdiffeq's mixed norm, the max over tuple components of each one's RMS; "rms": one RMS over the
+            whole state; or a callable on the state's structure), compile (True or torch.compile keyword
+            arguments: each step and the solve's start become compiled graphs). Fixed grid: step_size or
+            grid_constructor, interp ("linear", "cubic"), perturb, exact_times (steps end on every output time,
+            no interpolation), compile, max_num_steps; Adams: max_order, max_iters; nag: momentum;
+            scipy_solver: solver, min_step, max_step.
         event_fn: optional `event_fn(t, y) -> tensor`: solve from t[0] (t = [t0, t1], t1 giving the direction) until
             it changes sign, and return (event time, solution at [t0, event time]); see `odeint_event`.
 

@@ -17,11 +17,12 @@ from .midpoint import Midpoint
 from .nag import NAG
 from .rk4 import RK4, RK4Classic
 from .scipy_solver import ScipySolver
+from .tsit5 import Tsit5
 
 Solver = Union[type[AdaptiveRungeKutta], type[FixedStepSolver], type[ScipySolver]]
 METHODS: dict[str, Solver] = {
     cls.name: cls
-    for cls in (Dopri8, Dopri5, Bosh3, Fehlberg2, AdaptiveHeun, Euler, Midpoint, Heun2, Heun3, RK4, RK4Classic,
+    for cls in (Dopri8, Dopri5, Tsit5, Bosh3, Fehlberg2, AdaptiveHeun, Euler, Midpoint, Heun2, Heun3, RK4, RK4Classic,
                 ExplicitAdams, ImplicitAdams, FixedAdams, ScipySolver, NAG)
 }  # fmt: skip
 ADAPTIVE = frozenset(name for name, cls in METHODS.items() if issubclass(cls, AdaptiveRungeKutta))
