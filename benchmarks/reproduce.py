@@ -156,9 +156,7 @@ def nfe(out: Path, tiny: bool) -> dict[str, Any]:
     and backward NFE than NODE. Point cloud over seeds (the MNIST trend is not measured here)."""
     _, summary = _ratio_claim(out, tiny, ["node", "hbnode", "ghbnode"], "NFE")
     ratios = {
-        m: {
-            key: round(summary[m][f"_{key[:3]}"] / summary["node"][f"_{key[:3]}"], 3) for key in ("forward", "backward")
-        }
+        m: {key: round(summary[m][k] / summary["node"][k], 3) for key, k in (("forward", "_fwd"), ("backward", "_bwd"))}
         for m in ("hbnode", "ghbnode")
     }
     fewer = all(r["forward"] < 1 and r["backward"] < 1 for r in ratios.values())

