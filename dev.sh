@@ -17,7 +17,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 job=${1:-test}; shift || true
 case "$job" in
   demo)  monode compare point-cloud --out runs/demo "$@" ;;
-  test)  python -m pytest -q -n 2 "$@" ;;  # two workers, one torch thread each (tests/conftest.py)
+  test)  python -m pytest -q -n 2 --dist loadgroup "$@" ;;  # two workers, one torch thread each (tests/conftest.py)
   lint)  ruff check src tests benchmarks docs && ruff format --check src tests benchmarks docs && mypy ;;
   docs)  NO_MKDOCS_2_WARNING=1 mkdocs build --strict "$@" ;;
   bench) for b in benchmarks/*.py; do echo "== $b"; python "$b" "$@"; done ;;

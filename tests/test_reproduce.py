@@ -17,15 +17,22 @@ reproduce = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(reproduce)
 
 
-@pytest.mark.data("plane_vibration")
+@pytest.fixture(scope="module")
+def shared_out(tmp_path_factory) -> Path:
+    """One --out for every claim, so the point-cloud claims share their tiny runs (as the full ones do)."""
+    return tmp_path_factory.mktemp("reproduce")
+
+
+@pytest.mark.data("plane_vibration", "mnist")
+@pytest.mark.xdist_group("reproduce")  # one worker, so the point-cloud claims share their tiny runs
 @pytest.mark.parametrize("claim", list(reproduce.CLAIMS))
-def test_each_claim_writes_its_data_figure_and_verdict(claim: str, tmp_path) -> None:
-    assert reproduce.run([claim, "--tiny", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / claim / "result.json").read_text())
+def test_each_claim_writes_its_data_figure_and_verdict(claim: str, shared_out: Path) -> None:
+    assert reproduce.run([claim, "--tiny", "--out", str(shared_out)]) == 0
+    result = json.loads((shared_out / claim / "result.json").read_text())
     assert result["claim"] == claim and result["tiny"] is True
     assert result["verdict"] in ("reproduced", "partly reproduced", "not reproduced", "refuted", "not measurable here")
-    assert list(csv.reader(open(tmp_path / claim / result["data"])))[1:]  # rows of raw data
-    assert (tmp_path / claim / result["figure"]).read_text().lstrip().startswith("<?xml")
+    assert list(csv.reader(open(shared_out / claim / result["data"])))[1:]  # rows of raw data
+    assert (shared_out / claim / result["figure"]).read_text().lstrip().startswith("<?xml")
 
 
 def test_list_and_unimplemented_claims(capsys) -> None:

@@ -188,6 +188,7 @@ def _grad_problem():
 
 GRADCHECK_TOLERANCES = {
     "dopri8": dict(rtol=1e-6, atol=1e-8),
+    "bosh3": dict(rtol=1e-8, atol=1e-10),
     **{m: dict(rtol=1e-5, atol=1e-7) for m in ADAPTIVE if ORDER[m] == 2},
 }
 """dopri8 at tighter tolerances takes a different number of steps under gradcheck's perturbations; the order-2
