@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-Terms = tuple[tuple[int, float], ...]
-"""(stage index, weight) pairs of the non-zero weights of a linear combination of stages."""
-
-
-def _terms(weights: tuple[float, ...] | None) -> Terms:
-    return tuple((j, w) for j, w in enumerate(weights or ()) if w != 0.0)
-
 
 @dataclasses.dataclass(frozen=True)
 class StepTerms:
     """What a step reads from a tableau, computed once with it.
 
-    stages[j]: the non-zero terms of stage j's input; solution / error: of b and b_error;
     last_is_solution: the last stage's input is the solution (first-same-as-last), so no extra sum;
     f1_is_last_stage: the slope at the step's end is the last stage (first-same-as-last with c = 1).
     """
 
-    stages: tuple[Terms, ...]
-    solution: Terms
-    error: Terms
     last_is_solution: bool
     f1_is_last_stage: bool
 
@@ -59,13 +48,7 @@ class ButcherTableau:
             if abs(sum(row) - self.c[j]) > 1e-12:
                 raise ValueError(f"row {j} of a sums to {sum(row)}, but c[{j}] = {self.c[j]}")
         last_is_solution = self.fsal and self.a[-1] == self.b[: len(self.a[-1])]
-        terms = StepTerms(
-            tuple(_terms(row) for row in self.a),
-            _terms(self.b),
-            _terms(self.b_error),
-            last_is_solution,
-            self.fsal and self.c[-1] == 1.0 and last_is_solution,
-        )
+        terms = StepTerms(last_is_solution, self.fsal and self.c[-1] == 1.0 and last_is_solution)
         object.__setattr__(self, "terms", terms)
 
     @property
