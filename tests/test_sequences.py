@@ -79,6 +79,25 @@ def test_odernn_wiring_matches_the_exact_solution_of_a_linear_node():
             assert torch.allclose(forecast[:, j], expected, rtol=1e-7, atol=1e-8)
 
 
+@pytest.mark.parametrize("name", ["node", "anode"])
+def test_released_wiring_is_the_released_walker_baselines_recursion(name):
+    """wiring="released" (Xia et al.'s Walker NODE/ANODE scripts, `rnn_out=True`): w_{-1} = v_0,
+    w_i = cell(flow(w_{i-1}, dt_i), x_i) with a cell without residual; prediction i reads w_{i-1}."""
+    torch.manual_seed(0)
+    model = build_walker_model(name, wiring="released", rtol=1e-11, atol=1e-11).double()
+    x, dt = torch.randn(4, 5, 17, dtype=F64), torch.rand(4, 5, dtype=F64) * 2
+    with torch.no_grad():
+        out = model(x, dt)
+        f, cell = model.rnn.field.net.layers[0], model.rnn.cell.net
+        w = torch.zeros(4, 24, dtype=F64) if model.encoder is None else model.encoder(x[:, 0])
+        for i in range(5):
+            assert torch.allclose(out.prediction[:, i], model.decoder(w), rtol=1e-7, atol=1e-8)
+            w = cell(torch.cat([_affine_flow(f, w, dt[:, i]), x[:, i]], 1))  # no residual
+        assert torch.allclose(out.last, w, rtol=1e-7, atol=1e-8)
+    with pytest.raises(ValueError, match="wiring must be 'aligned' or 'released', got 'x'"):
+        build_walker_model(name, wiring="x")
+
+
 def test_linear_update_is_the_papers_residual_jump():
     torch.manual_seed(0)
     cell = LinearUpdate(features=3, hidden=4, n_vars=2)

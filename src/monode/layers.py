@@ -153,7 +153,8 @@ class ODEBlock(_Integrator):
 class ODERNNOutput(NamedTuple):
     """Per-step hidden variables of an ODE-RNN, stacked over time: [T, B, ...] (tuples for momentum models).
 
-    updated[i]: right after the jump at observation i; evolved[i]: after the following gap dt[i].
+    updated[i]: right after the jump at observation i; evolved[i]: after the gap dt[i] (the following
+    gap; with `evolve_first`, the gap before observation i, so evolved[i] precedes updated[i]).
     """
 
     updated: State
@@ -175,6 +176,8 @@ class ODERNN(_Integrator):
         field: the `VectorField`.
         cell: update module called as cell(variables, x_i) -> variables (a tensor for NODE/ANODE).
         hidden_size: size of each zero initial variable when forward gets no `variables`.
+        evolve_first: evolve over dt[i] *before* the jump at observation i (the released Walker2D NODE/ANODE
+            scripts' `rnn_out=True` order, a compatibility setting of `monode.tasks.sequences`).
         **solver: the solver keywords of `ODEBlock` (t_span, method, rtol, atol, options, adjoint, adjoint_*).
 
     `last_stats` counts all solves of the last sequence (forward, and backward once it runs).
@@ -186,11 +189,13 @@ class ODERNN(_Integrator):
         cell: Callable[[State, torch.Tensor], State],
         *,
         hidden_size: int | None = None,
+        evolve_first: bool = False,
         **solver: Any,
     ) -> None:
         super().__init__(field, **solver)
         self.cell = cell
         self.hidden_size = hidden_size
+        self.evolve_first = evolve_first
 
     def forward(self, x: torch.Tensor, dt: torch.Tensor, variables: State | None = None) -> ODERNNOutput:
         """Run over observations x [T, B, ...] with gaps dt [T, B] from initial `variables` (default zeros)."""
@@ -215,12 +220,16 @@ class ODERNN(_Integrator):
         stats = SolverStats()
         with record_stats(stats):
             for i in range(x.shape[0]):
-                variables = self.cell(variables, x[i])
-                updated.append(variables)
+                if not self.evolve_first:
+                    variables = self.cell(variables, x[i])
+                    updated.append(variables)
                 state = self.field.encode(variables, grid[0])
                 scaled = time_scaled(func, dt[i], _first(variables).ndim, span)
                 variables = self.field.decode(_at(self._solve(scaled, state, grid), -1), grid[-1])
                 evolved.append(variables)
+                if self.evolve_first:
+                    variables = self.cell(variables, x[i])
+                    updated.append(variables)
         self.last_stats = stats
         return ODERNNOutput(_stack(updated), _stack(evolved))
 

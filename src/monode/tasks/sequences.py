@@ -13,9 +13,16 @@ For every model of the registry the network is the same hybrid (Xia et al. 2021,
 "linear" (plane vibration) u = v + W [v_1, .., v_k] + U x, with one Linear per variable (so
 the parameter counts match the papers'), and "mlp" (Walker2D) u = v + MLP([v_1, .., v_k, x]) with
 tanh between layers. The f networks ignore t (the official `tempf`), so the per-sample time
-rescaling of `ODERNN` is exact. All models get the same wiring, including NODE/ANODE: the released
-Walker NODE/ANODE scripts (`rnn_out=True`) read their prediction of y_i out *before* x_i is
-seen (a one-step misalignment that only the baselines have); this module does not reproduce it.
+rescaling of `ODERNN` is exact. All models get the same wiring, including NODE/ANODE.
+
+`wiring="released"` is a compatibility setting that reproduces the released Walker2D NODE/ANODE scripts of
+Xia et al. (`rnn_out=True`, a cell without the residual), which only the baselines have:
+
+    e_i        = ODE(w_{i-1}) over dt_i,  w_i = cell(e_i, x_i),  w_{-1} = v_0     evolve, then jump
+    predict_i  = decoder(h of w_{i-1})    ~ y_i                                    read before x_i is seen
+
+so each prediction of y_i is made from the observations before x_i, without evolving to x_i's time: a
+one-step misalignment that makes the task harder for the baselines than for the momentum models.
 Solver settings are the caller's.
 """
 
@@ -71,16 +78,18 @@ class LinearUpdate(nn.Module):
 
 
 class MLPUpdate(nn.Module):
-    """Walker2D cell: u = v + MLP([v_1, .., v_k, x]), tanh between the layers of `widths`."""
+    """Walker2D cell: u = v + MLP([v_1, .., v_k, x]), tanh between the layers of `widths` (without the
+    residual v + when `residual` is False, as the released NODE/ANODE scripts)."""
 
-    def __init__(self, features: int, hidden: int, n_vars: int, widths: Sequence[int]) -> None:
+    def __init__(self, features: int, hidden: int, n_vars: int, widths: Sequence[int], residual: bool = True) -> None:
         super().__init__()
         self.net = mlp([n_vars * hidden + features, *widths, n_vars * hidden], "tanh")
-        self.n_vars = n_vars
+        self.n_vars, self.residual = n_vars, residual
 
     def forward(self, variables: State, x: Tensor) -> State:
         flat = torch.cat(_parts(variables), 1)
-        return _unflatten(flat + self.net(torch.cat([flat, x], 1)), self.n_vars)
+        out = self.net(torch.cat([flat, x], 1))
+        return _unflatten(flat + out if self.residual else out, self.n_vars)
 
 
 class Encoder(nn.Module):
@@ -146,9 +155,16 @@ class SequenceModel(nn.Module):
         if self.encoder is not None:
             variables = self.encoder(x.flatten(1) if self.encoder_input == "window" else x[:, 0])
         out = self.rnn(x.transpose(0, 1), dt.transpose(0, 1), variables)
-        last = tuple(v[-1] for v in out.evolved) if isinstance(out.evolved, tuple) else out.evolved[-1]
+        if self.rnn.evolve_first:  # wiring="released": predict y_i from h after x_{i-1} (module docstring)
+            h = self._h(out.updated)
+            h0 = h.new_zeros(h[:1].shape) if variables is None else self._h(variables)[None]
+            last = tuple(v[-1] for v in out.updated) if isinstance(out.updated, tuple) else out.updated[-1]
+            predicted_from = torch.cat([h0, h[:-1]])
+        else:
+            last = tuple(v[-1] for v in out.evolved) if isinstance(out.evolved, tuple) else out.evolved[-1]
+            predicted_from = self._h(out.evolved)
         return SequenceOutput(
-            self.decoder(self._h(out.updated)).transpose(0, 1), self.decoder(self._h(out.evolved)).transpose(0, 1), last
+            self.decoder(self._h(out.updated)).transpose(0, 1), self.decoder(predicted_from).transpose(0, 1), last
         )
 
     def forecast(self, last: State, steps: int) -> Tensor:
@@ -180,12 +196,14 @@ def build_sequence_model(
     seq_len: int,
     cell: str,
     f_activation: str,
+    wiring: str = "aligned",
     **solver: Any,
 ) -> SequenceModel:
     """The ODE-RNN of model `name` with the registry's field options for `preset` ("plane-vibration", "walker2d").
 
     features: channels C of an observation; seq_len: T (for a "window" encoder); cell: "linear" or
-    "mlp"; f_activation: "relu" or "tanh" between f's layers; solver: `ODERNN` solver keywords. The
+    "mlp"; f_activation: "relu" or "tanh" between f's layers; wiring: "aligned" (every model) or "released"
+    (the released Walker2D baselines' wiring, module docstring; "mlp" cell only); solver: `ODERNN` solver keywords. The
     error norm defaults to options["norm"] = "rms" over the whole state: the official scripts stack
     (h, m) into one [B, 2, H] tensor, so torchdiffeq's norm there is one RMS, not the max over h and m.
     """
@@ -194,20 +212,23 @@ def build_sequence_model(
     def f_net(f_in: int, f_out: int) -> nn.Module:  # ignores t, as the official `tempf`
         return MLPField(f_in, sizes.f_widths, f_out, activation=f_activation)
 
+    if wiring not in ("aligned", "released"):
+        raise ValueError(f"wiring must be 'aligned' or 'released', got {wiring!r}")
+    released = wiring == "released"
     field = build_model(name, dim=hidden, net=f_net, preset=preset)
     k = field.state_size
-    if cell == "linear":
+    if cell == "linear" and not released:
         update: nn.Module = LinearUpdate(features, hidden, k)
     elif cell == "mlp":
-        update = MLPUpdate(features, hidden, k, sizes.cell_widths)
+        update = MLPUpdate(features, hidden, k, sizes.cell_widths, residual=not released)
     else:
-        raise ValueError(f"cell must be 'linear' or 'mlp', got {cell!r}")
+        raise ValueError(f"cell must be 'mlp', or 'linear' with wiring='aligned', got {cell!r} with {wiring!r}")
     encoder = None
     if sizes.encoder is not None:
         in_features = features * seq_len if sizes.encoder == "window" else features
         encoder = Encoder(in_features, sizes.encoder_features or k * hidden, k * hidden, k)
     solver["options"] = {"norm": "rms", **(solver.get("options") or {})}  # the official stacked-state norm
-    rnn = ODERNN(field, update, hidden_size=hidden, **solver)
+    rnn = ODERNN(field, update, hidden_size=hidden, evolve_first=released, **solver)
     return SequenceModel(rnn, nn.Linear(hidden, features), encoder, sizes.encoder)
 
 
