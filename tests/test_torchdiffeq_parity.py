@@ -257,6 +257,38 @@ def test_events_and_their_gradients_equal_torchdiffeqs(method: str, options: dic
         assert results[0][0].item() == pytest.approx((2 * 10 / 9.8) ** 0.5, rel=1e-6)
 
 
+@pytest.mark.parametrize("reverse_time", [False, True])
+@pytest.mark.parametrize("method,options", [("dopri5", None), ("rk4", dict(step_size=0.05))])
+def test_events_through_the_adjoint_equal_torchdiffeqs(method: str, options: dict | None, reverse_time: bool) -> None:
+    """odeint_adjoint(event_fn=): the solve to the event and the adjoint from it, alone (the event time held
+    fixed) and under odeint_event (its gradient by the implicit function theorem), gradients w.r.t. h0, g and
+    t0 as torchdiffeq's."""
+    from monode import odeint_adjoint, odeint_event
+
+    results = []
+    for event, adjoint in ((odeint_event, odeint_adjoint), (torchdiffeq.odeint_event, torchdiffeq.odeint_adjoint)):
+        runs = []
+        for through_event_time in (False, True):
+            g = torch.tensor(9.8, dtype=torch.float64, requires_grad=True)
+            h0 = torch.tensor([10.0], dtype=torch.float64, requires_grad=True)
+            v0 = torch.tensor([0.0], dtype=torch.float64)
+            t0 = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+            kwargs = dict(method=method, options=options, rtol=1e-8, atol=1e-8, adjoint_params=(g,))
+            if through_event_time:
+                t_event, (h, v) = event(_ball(g), (h0, v0), t0, event_fn=lambda t, s: s[0], reverse_time=reverse_time,
+                                        odeint_interface=adjoint, **kwargs)  # fmt: skip
+                (t_event + v[-1].sum()).backward()
+            else:
+                t = torch.stack([t0, t0.detach() + (-1.0 if reverse_time else 1.0)])
+                t_event, (h, v) = adjoint(_ball(g), (h0, v0), t, event_fn=lambda t, s: s[0], **kwargs)
+                (v[-1].sum() + 2 * h[-1].sum()).backward()
+            runs.append((t_event.detach(), h.detach(), h0.grad, g.grad, t0.grad))
+        results.append(runs)
+    for ours, ref in zip(*results):
+        for a, b in zip(ours, ref):
+            torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
 def test_event_errors() -> None:
     f = lambda t, y: -y  # noqa: E731
     with pytest.raises(ODEInputError, match=r"with event_fn, t must be \[t0, t1\].*got 3 times"):

@@ -28,7 +28,7 @@ from ._adaptive import AdaptiveRungeKutta
 from ._callbacks import NONE, Callbacks
 from ._errors import ODEInputError
 from ._inputs import Func, Problem, check_options, check_tolerance, prepare, segment_rms_max
-from ._integrate import make_solver, record_forward, setup, state_norm
+from ._integrate import check_event_times, find_event, make_solver, record_forward, setup, state_norm
 from ._stats import active_recorders, report
 from .fields import ClosedFormField, ParametrizedField
 
@@ -59,6 +59,8 @@ class AdjointSpec:
     gradient_scales: Callable[[], list[float]] | None
     callbacks: Callbacks = NONE
     adjoint_callbacks: Callbacks = NONE
+    event_fn: Any = None  # solve until it changes sign (located to within event_tol) instead of to t[-1]
+    event_tol: float = 0.0
 
     def backward_solver(self, n: int, shapes: list[torch.Size], like: torch.Tensor, timed: bool) -> Any:
         """The adjoint solve's solver on the flat z = [y, a, g(, tau)] (g: gradients of parameters shaped
@@ -154,20 +156,34 @@ class _AdjointSolve(torch.autograd.Function):
     """Solve without building a graph; the backward pass solves the adjoint ODE backwards in time."""
 
     @staticmethod
-    def forward(ctx: Any, spec: AdjointSpec, y0: torch.Tensor, t: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, spec: AdjointSpec, y0: torch.Tensor, t: torch.Tensor, *params: torch.Tensor) -> Any:
+        """The solution at t, or with an event_fn (solution at [t0, event time], event time): then the backward
+        pass integrates back from the event time, which itself gets no gradient (as torchdiffeq; `odeint_event`
+        adds it by the implicit function theorem)."""
         prob = spec.problem
-        sol, stats = spec.solver.integrate(prob.func, y0.detach(), prob.times, None, spec.callbacks)
+        if spec.event_fn is None:
+            sol, stats = spec.solver.integrate(prob.func, y0.detach(), prob.times, None, spec.callbacks)
+            ctx.times = prob.times
+        else:
+            t_event, y_event, stats = find_event(spec.solver, prob, y0.detach(), spec.event_fn, spec.callbacks,
+                                                 spec.event_tol)  # fmt: skip
+            sol = torch.stack([y0.detach(), y_event])
+            ctx.times = [prob.times[0], t_event]
         ctx.spec, ctx.recorders, ctx.timed = spec, active_recorders(), t.requires_grad
         record_forward(stats, sol, backprop=False)
         ctx.save_for_backward(sol, t, *params)
-        return sol
+        if spec.event_fn is None:
+            return sol
+        event_t = torch.tensor(ctx.times[1], dtype=t.dtype, device=t.device)
+        ctx.mark_non_differentiable(event_t)
+        return sol, event_t
 
     @staticmethod
-    def backward(ctx: Any, grad_sol: torch.Tensor) -> tuple[Any, ...]:
+    def backward(ctx: Any, grad_sol: torch.Tensor, *_event_t: Any) -> tuple[Any, ...]:
         sol, t, *params = ctx.saved_tensors
         spec: AdjointSpec = ctx.spec
         prob = spec.problem
-        times, shape = prob.times, sol.shape[1:]
+        times, shape = ctx.times, sol.shape[1:]
         n = sol[0].numel()
         numels = [p.numel() for p in params]
         # the time term: as torchdiffeq, always with autograd VJPs (it is then part of the error norm even when t
@@ -187,7 +203,7 @@ class _AdjointSolve(torch.autograd.Function):
         for i in range(len(times) - 1, 0, -1):
             if time_grads is not None:
                 with torch.no_grad():
-                    f_i = prob.func(t[i].detach().to(sol.dtype), sol[i])
+                    f_i = prob.func(sol.new_tensor(times[i]), sol[i])
                     time_grads[i] = f_i.reshape(-1).dot(grad_sol[i].reshape(-1))
                 tau = tau - time_grads[i]
             z0 = torch.cat([sol[i].reshape(-1), adj, grads, tau])
@@ -205,6 +221,8 @@ class _AdjointSolve(torch.autograd.Function):
         t_grad = None
         if time_grads is not None:
             time_grads[0] = tau[0]
+            if spec.event_fn is not None:  # t[1] only gave the direction
+                time_grads[1:] = 0
             t_grad = time_grads.to(t.dtype)
         return (None, adj.view(shape), t_grad, *param_grads)
 
@@ -225,6 +243,7 @@ def odeint_adjoint(
     atol: float = 1e-9,
     method: str | None = None,
     options: dict | None = None,
+    event_fn: Callable[[torch.Tensor, Any], torch.Tensor] | None = None,
     adjoint_rtol: float | None = None,
     adjoint_atol: float | None = None,
     adjoint_method: str | None = None,
@@ -233,7 +252,9 @@ def odeint_adjoint(
 ) -> Any:
     """`odeint` with gradients from the backsolve adjoint (constant memory in the number of steps).
 
-    Same arguments as `odeint`, plus:
+    Same arguments as `odeint` (with event_fn: returns (event time, solution at [t0, event time]), and the
+    gradients are those of a solve to the event time held fixed, as torchdiffeq's; `odeint_event` with
+    `odeint_interface=odeint_adjoint` also differentiates the event time), plus:
 
     Args:
         adjoint_rtol: the backward solve's rtol (default: the forward's).
@@ -282,6 +303,8 @@ def odeint_adjoint(
         raise ODEInputError(f"adjoint_options['norm'] must be 'seminorm', 'mixed' or callable, got {adjoint_norm!r}")
 
     prob = prepare(func, y0, t)
+    if event_fn is not None:
+        check_event_times(prob, "odeint_adjoint")
     solver = make_solver(method, options, rtol, atol, state_norm(prob, options.get("norm")), dtype=prob.y0.dtype)
     _, callbacks, adjoint_callbacks = setup(solver, prob, method)
     # the backward configuration is validated now, not at backward time
@@ -313,6 +336,10 @@ def odeint_adjoint(
         scales,
         callbacks,
         adjoint_callbacks,
+        event_fn,
+        atol,
     )
-    sol = _AdjointSolve.apply(spec, prob.y0, prob.t, *params)
-    return prob.unflatten(sol)
+    if event_fn is None:
+        return prob.unflatten(_AdjointSolve.apply(spec, prob.y0, prob.t, *params))
+    sol, event_t = _AdjointSolve.apply(spec, prob.y0, prob.t, *params)
+    return event_t, prob.unflatten(sol)

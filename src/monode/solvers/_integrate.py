@@ -15,7 +15,7 @@ from ._inputs import Func, Problem, check_options, check_resolvable, check_toler
 from ._registry import METHODS
 from ._stats import SolverStats, active_recorders, report
 
-__all__ = ["odeint", "make_solver", "state_norm", "record_forward", "setup"]
+__all__ = ["odeint", "make_solver", "state_norm", "record_forward", "setup", "check_event_times", "find_event"]
 
 Norm = Callable[[torch.Tensor], torch.Tensor]
 
@@ -97,19 +97,30 @@ def record_forward(stats: SolverStats, sol: torch.Tensor, backprop: bool) -> Non
         )
 
 
-def _until_event(solver: Any, prob: Problem, event_fn: Any, callbacks: Any, atol: float) -> tuple[torch.Tensor, Any]:
-    """odeint with event_fn: (event time, solution at [t0, event time]) as torchdiffeq returns them."""
+def check_event_times(prob: Problem, what: str) -> None:
+    """With event_fn, t is [t0, t1], t1 giving only the direction (torchdiffeq's convention)."""
     if len(prob.times) != 2:
         raise ODEInputError(
-            f"odeint: with event_fn, t must be [t0, t1] (t1 only gives the direction), got {len(prob.times)} times"
+            f"{what}: with event_fn, t must be [t0, t1] (t1 only gives the direction), got {len(prob.times)} times"
         )
+
+
+def find_event(
+    solver: Any, prob: Problem, y0: torch.Tensor, event_fn: Any, callbacks: Any, atol: float
+) -> tuple[float, torch.Tensor, SolverStats]:
+    """Solve from (t0, y0) until event_fn changes sign, located to within atol: (event time, state, counts)."""
     from ._events import combine
 
+    if not hasattr(solver, "integrate_until_event"):
+        raise ODEInputError(f"{type(solver).__name__} does not support event_fn")
     solver.tol = atol
     direction = 1.0 if prob.times[1] > prob.times[0] else -1.0
-    t_event, y_event, stats = solver.integrate_until_event(
-        prob.func, prob.y0, prob.times[0], direction, combine(event_fn, prob), callbacks
-    )
+    return solver.integrate_until_event(prob.func, y0, prob.times[0], direction, combine(event_fn, prob), callbacks)
+
+
+def _until_event(solver: Any, prob: Problem, event_fn: Any, callbacks: Any, atol: float) -> tuple[torch.Tensor, Any]:
+    """odeint with event_fn: (event time, solution at [t0, event time]) as torchdiffeq returns them."""
+    t_event, y_event, stats = find_event(solver, prob, prob.y0, event_fn, callbacks, atol)
     sol = torch.stack([prob.y0, y_event])
     record_forward(stats, sol, backprop=True)
     return torch.tensor(t_event, dtype=prob.t.dtype, device=prob.t.device), prob.unflatten(sol)
@@ -169,6 +180,7 @@ def odeint(
     solver = make_solver(method, options, rtol, atol, norm, dtype=prob.y0.dtype)
     clock, callbacks, _ = setup(solver, prob, method)
     if event_fn is not None:
+        check_event_times(prob, "odeint")
         return _until_event(solver, prob, event_fn, callbacks, atol)
     sol, stats = solver.integrate(prob.func, prob.y0, prob.times, clock, callbacks)
     record_forward(stats, sol, backprop=True)
