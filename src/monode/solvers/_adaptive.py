@@ -20,7 +20,7 @@ and decreasing time is integrated natively (no reversed-function wrapper).
 from __future__ import annotations
 
 import bisect
-import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -33,7 +33,7 @@ from ._clock import Clock, check_time_dtype, nudge, to_float32
 from ._errors import MaxStepsExceededError, ODEInputError, StepSizeUnderflowError
 from ._fixed import DEFAULT_MAX_NUM_STEPS
 from ._inputs import check_max_num_steps, check_positive, time_tensor
-from ._interpolation import quartic
+from ._interpolation import polynomial, quartic_fit
 from ._nonfinite import NonFiniteTrials
 from ._rk import Scalar, rk_step, weighted_sum
 from ._stats import SolverStats
@@ -247,12 +247,10 @@ class AdaptiveRungeKutta:
         for i, t_out in enumerate(times[1:], start=1):
             while (t_out - walk.t) * direction > 0:
                 walk.advance()
-            if t_out == walk.t and not clock.differentiable:
-                outputs.append(walk.y)
-            elif clock.differentiable:
+            if clock.differentiable:
                 outputs.append(walk.dense((clock.output(i, t_out, y0) - clock.at(walk.last.t0, y0)) / walk.last.dt))
-            else:
-                outputs.append(walk.dense((t_out - walk.last.t0) / walk.last.dt))
+            else:  # (also at a step's end, as torchdiffeq: x = 1)
+                outputs.append(walk.dense(walk.last.position(t_out)))
         return torch.stack(outputs), walk.stats()
 
     def integrate_until_event(
@@ -278,25 +276,29 @@ class AdaptiveRungeKutta:
         tol = self.atol if self.atol > 0 else abs(step.dt) * 1e-12
         for _ in range(max(0, math.ceil(math.log(abs(hi - lo) / tol) / math.log(2.0)))):
             mid = (lo + hi) / 2.0
-            y_mid = walk.dense((mid - step.t0) / step.dt)
+            y_mid = walk.dense(step.position(mid))
             if bool(torch.sign(event_fn(clock.at(mid, y0), y_mid)) == sign0):
                 lo = mid
             else:
                 hi = mid
         t_event = (lo + hi) / 2.0
-        return t_event, walk.dense((t_event - step.t0) / step.dt), walk.stats()
+        return t_event, walk.dense(step.position(t_event)), walk.stats()
 
 
-@dataclasses.dataclass(frozen=True)
 class _Step:
-    """The last accepted step, for dense output: from t0 by dt (signed), y0 -> y1 with stages ks and end slope f1."""
+    """The last accepted step, for dense output: from t0 by dt (signed), y0 -> y1 with stages ks."""
 
-    t0: float
-    dt: float
-    y0: torch.Tensor
-    y1: torch.Tensor
-    ks: list[torch.Tensor]
-    f1: torch.Tensor
+    def __init__(self, tab: ButcherTableau, t0: float, dt: float, y0: torch.Tensor, y1: torch.Tensor,
+                 ks: list[torch.Tensor]) -> None:  # fmt: skip
+        self.tab, self.t0, self.dt, self.y0, self.y1, self.ks = tab, t0, dt, y0, y1, ks
+
+    @functools.cached_property
+    def coefficients(self) -> list[torch.Tensor]:
+        return quartic_fit(self.tab, self.dt, self.y0, self.y1, self.ks)
+
+    def position(self, t: float) -> float:
+        """(t - t0) / (t1 - t0) with t1 = t0 + dt, as torchdiffeq's float64 time arithmetic forms it."""
+        return (t - self.t0) / ((self.t0 + self.dt) - self.t0)
 
 
 class _Walk:
@@ -341,8 +343,7 @@ class _Walk:
 
     def dense(self, x: Scalar) -> torch.Tensor:
         """The last accepted step's dense output at the position x in [0, 1]."""
-        step = self.last
-        return quartic(self.solver.tableau, x, step.dt, step.y0, step.y1, step.ks, step.f1)
+        return polynomial(self.last.coefficients, x)
 
     def advance(self) -> None:
         solver, func, clock, callbacks, direction = self.solver, self.func, self.clock, self.callbacks, self.direction
@@ -385,7 +386,7 @@ class _Walk:
                 self.jump_stops.passed()
                 f1 = func(clock.at(nudge(t1, t1 + direction, y.dtype), y), y1)  # the slope past the jump
                 self.nfe += 1
-            self._last = _Step(t, direction * step, y, y1, ks, f1)
+            self._last = _Step(solver.tableau, t, direction * step, y, y1, ks)
             self.t, self.y, self.f = t1, y1, f1
             self.trials.accepted(t1)
         else:

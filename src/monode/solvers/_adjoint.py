@@ -63,52 +63,52 @@ class AdjointSpec:
     event_tol: float = 0.0
 
     def backward_solver(self, n: int, shapes: list[torch.Size], like: torch.Tensor, timed: bool) -> Any:
-        """The adjoint solve's solver on the flat z = [y, a, g(, tau)] (g: gradients of parameters shaped
-        `shapes`); `timed`: z ends with the time term."""
+        """The adjoint solve's solver on the flat z = [(tau,) y, a, g] (g: gradients of parameters shaped
+        `shapes`); `timed`: z starts with the time term (torchdiffeq's order, so float32 rounds alike)."""
+        k = 1 if timed else 0
         numels = [math.prod(shape) for shape in shapes]
         y_segments = [(0, n)] if self.joint_norm else self.problem.segments or [(0, n)]
-        segments = y_segments + [(a + n, b + n) for a, b in y_segments]
-        end = 2 * n + sum(numels)
-        time = [(end, end + 1)] if timed else []
+        ya_segments = y_segments + [(a + n, b + n) for a, b in y_segments]  # within z[k : k + 2n]
+        end = k + 2 * n + sum(numels)
         norm: Callable[[torch.Tensor], torch.Tensor]
         if self.norm == "mixed":
-            offset = 2 * n
-            for k in numels:
-                segments.append((offset, offset + k))
-                offset += k
-            segments += time
+            segments = [(0, 1)] if timed else []
+            segments += [(a + k, b + k) for a, b in ya_segments]
+            offset = k + 2 * n
+            for numel in numels:
+                segments.append((offset, offset + numel))
+                offset += numel
             norm = lambda z: segment_rms_max(z, segments)  # noqa: E731
         elif self.norm == "seminorm":
 
             def norm(z: torch.Tensor) -> torch.Tensor:
-                semi = segment_rms_max(z[: 2 * n], segments)
-                return torch.maximum(semi, z[-1].abs()) if timed else semi
+                semi = segment_rms_max(z[k : k + 2 * n], ya_segments)
+                return torch.maximum(semi, z[0].abs()) if timed else semi
         else:
             user, prob = self.norm, self.problem
 
             def norm(z: torch.Tensor) -> torch.Tensor:
-                tau = z[-1] if timed else torch.zeros((), dtype=z.dtype, device=z.device)
-                ys, adj = prob.split(z[:n]), prob.split(z[n : 2 * n])
-                grads = [g.view(shape) for g, shape in zip(z[2 * n : end].split(numels), shapes)]
+                tau = z[0] if timed else torch.zeros((), dtype=z.dtype, device=z.device)
+                ys, adj = prob.split(z[k : k + n]), prob.split(z[k + n : k + 2 * n])
+                grads = [g.view(shape) for g, shape in zip(z[k + 2 * n : end].split(numels), shapes)]
                 return torch.as_tensor(user((tau, *ys, *adj, *grads)))
 
         solver = make_solver(self.method, self.options, self.rtol, self.atol, norm, what="adjoint_method")
         if self.gradient_scales is not None and isinstance(solver, AdaptiveRungeKutta):
-            solver.atol_per_component = _scaled_atol(
-                self.atol, n, numels, self.gradient_scales(), like, 1 if timed else 0
-            )
+            solver.atol_per_component = _scaled_atol(self.atol, n, numels, self.gradient_scales(), like, k)
         return solver
 
 
 def _scaled_atol(
-    atol: float, n: int, numels: list[int], scales: list[float], like: torch.Tensor, extra: int = 0
+    atol: float, n: int, numels: list[int], scales: list[float], like: torch.Tensor, lead: int = 0
 ) -> torch.Tensor | None:
-    """Per-component atol of [y, a, g]: atol / scale on a parameter gradient whose values are `scale` times the
-    raw parameter's (so err / (atol / s + rtol |g|) is the raw gradient's error ratio); None when all are 1."""
+    """Per-component atol of [(tau,) y, a, g] (`lead` leading time-term entries): atol / scale on a parameter
+    gradient whose values are `scale` times the raw parameter's (so err / (atol / s + rtol |g|) is the raw
+    gradient's error ratio); None when all are 1."""
     if all(s == 1.0 for s in scales):
         return None
-    out = torch.full((2 * n + sum(numels) + extra,), atol, dtype=like.dtype, device=like.device)
-    offset = 2 * n
+    out = torch.full((lead + 2 * n + sum(numels),), atol, dtype=like.dtype, device=like.device)
+    offset = lead + 2 * n
     for k, s in zip(numels, scales):
         if s != 1.0:
             out[offset : offset + k] = atol / s if s > 0 else math.inf
@@ -117,19 +117,20 @@ def _scaled_atol(
 
 
 def _autograd_dynamics(prob: Problem, params: list[torch.Tensor], n: int, timed: bool) -> Func:
-    """d/dt [y, a, g(, tau)] = [f, -a df/dy, -a df/dparams(, -a df/dt)] by autograd, f on the user's structure."""
+    """d/dt [(tau,) y, a, g] = [(-a df/dt,) f, -a df/dy, -a df/dparams] by autograd, f on the user's structure."""
+    k = 1 if timed else 0
 
     def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             t_in = t.detach().requires_grad_(True) if timed else t.detach()
-            ys = tuple(y.detach().requires_grad_(True) for y in prob.split(z[:n]))
+            ys = tuple(y.detach().requires_grad_(True) for y in prob.split(z[k : k + n]))
             fs = prob.call_structured(t_in, ys)
-            inputs = (*ys, *params, *((t_in,) if timed else ()))
+            inputs = (*((t_in,) if timed else ()), *ys, *params)
             grads: tuple[torch.Tensor | None, ...] = (None,) * len(inputs)
             if any(f.requires_grad for f in fs):  # (not when f reads none of them, e.g. t alone with no parameters)
-                grads = torch.autograd.grad(fs, inputs, prob.split(-z[n : 2 * n]), allow_unused=True)
-        vjps = tuple(torch.zeros_like(x) if v is None else v for v, x in zip(grads, inputs))
-        return torch.cat([f.detach().reshape(-1) for f in fs] + [v.reshape(-1) for v in vjps])
+                grads = torch.autograd.grad(fs, inputs, prob.split(-z[k + n : k + 2 * n]), allow_unused=True)
+        vjps = [(torch.zeros_like(x) if v is None else v).reshape(-1) for v, x in zip(grads, inputs)]
+        return torch.cat(vjps[:k] + [f.detach().reshape(-1) for f in fs] + vjps[k:])
 
     return augmented
 
@@ -197,7 +198,8 @@ class _AdjointSolve(torch.autograd.Function):
         solver = spec.backward_solver(n, [p.shape for p in params], sol, timed)
         adj = grad_sol[-1].reshape(-1)
         grads = torch.zeros(sum(numels), dtype=sol.dtype, device=sol.device)
-        tau = torch.zeros(1 if timed else 0, dtype=sol.dtype, device=sol.device)
+        k = 1 if timed else 0
+        tau = torch.zeros(k, dtype=sol.dtype, device=sol.device)
         time_grads = torch.zeros(len(times), dtype=sol.dtype, device=sol.device) if ctx.timed else None
         nfe = steps = rejected = 0
         for i in range(len(times) - 1, 0, -1):
@@ -206,11 +208,10 @@ class _AdjointSolve(torch.autograd.Function):
                     f_i = prob.func(sol.new_tensor(times[i]), sol[i])
                     time_grads[i] = f_i.reshape(-1).dot(grad_sol[i].reshape(-1))
                 tau = tau - time_grads[i]
-            z0 = torch.cat([sol[i].reshape(-1), adj, grads, tau])
+            z0 = torch.cat([tau, sol[i].reshape(-1), adj, grads])
             zs, stats = solver.integrate(augmented, z0, [times[i], times[i - 1]], None, spec.adjoint_callbacks)
-            adj = zs[-1, n : 2 * n] + grad_sol[i - 1].reshape(-1)
-            grads = zs[-1, 2 * n : 2 * n + sum(numels)]
-            tau = zs[-1, 2 * n + sum(numels) :]
+            tau, adj, grads = zs[-1, :k], zs[-1, k + n : k + 2 * n], zs[-1, k + 2 * n :]
+            adj = adj + grad_sol[i - 1].reshape(-1)
             nfe, steps, rejected = (
                 nfe + stats.forward_nfe,
                 steps + stats.forward_steps,

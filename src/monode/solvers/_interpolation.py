@@ -1,8 +1,8 @@
 """Output values between solver steps: the state at a time inside a step [t0, t0 + dt].
 
-* `quartic`: adaptive methods' dense output (torchdiffeq's), the quartic through y0, the mid-point
-  y_mid = y0 + dt sum_j c_mid_j k_j and y1 with slopes f0 and f1 at the ends, evaluated as one linear
-  combination of y0, y1 and the stages (no coefficients are formed).
+* `quartic_fit` and `polynomial`: adaptive methods' dense output (torchdiffeq's), the quartic through y0, the
+  mid-point y_mid = y0 + dt sum_j c_mid_j k_j and y1 with slopes f0 and f1 at the ends; its coefficients are
+  formed once per step, with torchdiffeq's arithmetic (float32 outputs agree to the last bit).
 * `linear` and `hermite` (cubic, slopes f0 and f1): fixed-grid methods' `interp="linear"` / `"cubic"`.
 
 The position x = (t - t0) / dt is a float, or a 0-d tensor when gradients with respect to the times are
@@ -15,7 +15,7 @@ from typing import Union
 
 import torch
 
-from ._rk import axpy, axpy_
+from ._rk import axpy, axpy_, combine
 from ._tableau import ButcherTableau
 
 Scalar = Union[float, torch.Tensor]
@@ -25,36 +25,33 @@ def _scale(y: torch.Tensor, w: Scalar) -> torch.Tensor:
     return y * w if isinstance(w, torch.Tensor) else torch.mul(y, w)
 
 
-def quartic(
-    tab: ButcherTableau,
-    x: Scalar,
-    dt: Scalar,
-    y0: torch.Tensor,
-    y1: torch.Tensor,
-    ks: list[torch.Tensor],
-    f1: torch.Tensor,
-) -> torch.Tensor:
-    """The dense-output polynomial of an adaptive step of method `tab` at the position x in [0, 1]."""
+def quartic_fit(
+    tab: ButcherTableau, dt: float, y0: torch.Tensor, y1: torch.Tensor, ks: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """The coefficients [e, d, c, b, a] of an adaptive step's dense output e + d x + c x^2 + b x^3 + a x^4: the
+    quartic through y0, y_mid = y0 + dt sum_j c_mid_j k_j and y1 with slopes ks[0] and ks[-1] at the ends,
+    formed as torchdiffeq forms them (dt in the state's dtype), so that outputs agree to the last bit."""
     assert tab.c_mid is not None
-    x2 = x * x
-    x3, x4 = x2 * x, x2 * x2
-    w_mid = 16 * x2 - 32 * x3 + 16 * x4
-    w_y0 = 1 - 11 * x2 + 18 * x3 - 8 * x4 + w_mid
-    w_y1 = -5 * x2 + 14 * x3 - 8 * x4
-    w_f0, w_f1 = x - 4 * x2 + 5 * x3 - 2 * x4, x2 - 3 * x3 + 2 * x4
-    used = {0} | {j for j, c in enumerate(tab.c_mid) if c != 0.0}
-    weights: dict[int, Scalar] = {j: w_mid * tab.c_mid[j] for j in used}
-    weights[0] = weights[0] + w_f0
-    if tab.terms.f1_is_last_stage and f1 is ks[-1]:  # f1 is a stage: one term fewer
-        last = len(ks) - 1
-        weights[last] = weights.get(last, 0.0) + w_f1
-        w_f1 = 0.0
-    out = axpy_(_scale(y0, w_y0), y1, w_y1)
-    for j, w in sorted(weights.items()):
-        out = axpy_(out, ks[j], w * dt)
-    if not (isinstance(w_f1, float) and w_f1 == 0.0):
-        out = axpy_(out, f1, w_f1 * dt)
-    return out
+    h = torch.tensor(dt, dtype=y0.dtype, device=y0.device)
+    y_mid = combine(y0, ks, tab.c_mid, h)
+    f0, f1 = ks[0], ks[-1]
+    a = 2 * h * (f1 - f0) - 8 * (y1 + y0) + 16 * y_mid
+    b = h * (5 * f0 - 3 * f1) + 18 * y0 + 14 * y1 - 32 * y_mid
+    c = h * (f1 - 4 * f0) - 11 * y0 - 5 * y1 + 16 * y_mid
+    return [y0, h * f0, c, b, a]
+
+
+def polynomial(coefficients: list[torch.Tensor], x: Scalar) -> torch.Tensor:
+    """sum_i coefficients[i] x^i at the position x in [0, 1] (x in the coefficients' dtype, powers formed as
+    successive products, as torchdiffeq evaluates its dense output)."""
+    like = coefficients[0]
+    x = x.to(like.dtype) if isinstance(x, torch.Tensor) else torch.tensor(x, dtype=like.dtype, device=like.device)
+    total = coefficients[0] + x * coefficients[1]
+    power = x
+    for coefficient in coefficients[2:]:
+        power = power * x
+        total = total + power * coefficient
+    return total
 
 
 def linear(x: Scalar, y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
