@@ -63,10 +63,6 @@ class Clock:
     def differentiable(self) -> bool:
         return self.t is not None
 
-    def stages(self, t: float, dt: float, nodes: Sequence[float], like: torch.Tensor) -> torch.Tensor:
-        """[t + c dt for c in nodes] as one tensor of the state's dtype."""
-        return self.values([t + c * dt for c in nodes], like)
-
     def values(self, values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
         """The times `values` as one tensor of the state's dtype."""
         if self.t is None:
@@ -76,7 +72,7 @@ class Clock:
 
     def at(self, t: float, like: torch.Tensor) -> torch.Tensor:
         """The 0-d time tensor of t."""
-        return self.stages(t, 0.0, (0.0,), like)[0]
+        return self.values([t], like)[0]
 
     def output(self, i: int, t: float, like: torch.Tensor) -> torch.Tensor:
         """Output time i (float t) as a 0-d tensor: t[i] itself when differentiable."""

@@ -181,13 +181,13 @@ class FixedStepSolver:
         """`step` from t to t1 (their differentiable tensors `start`, `end`, or None), compiled when
         options['compile'] is set."""
         dt: Scalar = t1 - t
-        values = [t + c * (t1 - t) if c != 1.0 else t1 for c in self.nodes]
+        nominal = [t + c * (t1 - t) if c != 1.0 else t1 for c in self.nodes]
+        values = nominal
         if self.perturb:
             values = [nudge(v, t1, y.dtype) if c == 0.0 else nudge(v, t, y.dtype) if c == 1.0 else v
-                      for v, c in zip(values, self.nodes)]  # fmt: skip
+                      for v, c in zip(nominal, self.nodes)]  # fmt: skip
         if start is not None:  # differentiable: t_c = start + c (end - start), nudges kept as constant shifts
             dt = (end - start).to(y.dtype)
-            nominal = [t + c * (t1 - t) if c != 1.0 else t1 for c in self.nodes]
             shifts = time_tensor([v - n for v, n in zip(values, nominal)], y)
             times = start.to(y.dtype) + dt * time_tensor(list(self.nodes), y) + shifts
         else:
