@@ -54,10 +54,34 @@ def _coefficients(weights: tuple[float, ...], dt: Scalar, like: torch.Tensor) ->
     return w * dt
 
 
+class Stages(list[torch.Tensor]):
+    """The stages k_0, k_1, ... of one step. Without autograd (forward-only and adjoint solves) they are written
+    into the columns of one [..., s] tensor, torchdiffeq's layout, so that a sum of many of them multiplies a
+    view of it instead of first stacking copies (an interleaving copy, the costliest op of a high-order step);
+    with autograd, or under torch.compile (which fuses the stack), they stay separate tensors."""
+
+    def __init__(self, f0: torch.Tensor, stages: int) -> None:
+        super().__init__()
+        self.buffer: torch.Tensor | None = None
+        if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            self.buffer = f0.new_empty((*f0.shape, stages))
+        self.append(f0)
+
+    def append(self, k: torch.Tensor) -> None:
+        if self.buffer is not None:
+            column = self.buffer[..., len(self)]
+            column.copy_(k)
+            k = column
+        super().append(k)
+
+
 def weighted_sum(ks: Sequence[torch.Tensor], weights: tuple[float, ...], dt: Scalar) -> torch.Tensor:
     """dt sum_j weights[j] ks[j] (over the first len(weights) stages), as torch.sum of the products."""
     like = ks[0]
     coefficients = _coefficients(weights, dt, like)
+    buffer = ks.buffer if isinstance(ks, Stages) else None
+    if buffer is not None and len(weights) > _SEQUENTIAL:
+        return (buffer[..., : len(weights)] * coefficients).sum(dim=-1)
     if len(weights) <= _SEQUENTIAL:
         terms = [ks[j] * coefficients[j] for j, w in enumerate(weights) if w != 0.0]
         if not terms:
@@ -78,7 +102,7 @@ def rk_step(
     func: Field, tab: ButcherTableau, times: Sequence[torch.Tensor], dt: Scalar, y: torch.Tensor, f0: torch.Tensor
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One explicit RK step from (times[0], y) with f0 = func(times[0], y): (y1, the stages [f0, k1, ...])."""
-    ks = [f0]
+    ks = Stages(f0, tab.stages)
     y_stage = y
     for j in range(1, tab.stages):
         y_stage = combine(y, ks, tab.a[j], dt)
