@@ -1,10 +1,11 @@
 """Solver overhead: monode vs torchdiffeq (the named peer) on a batch-128 x dim-64 tanh MLP field.
 
 For each method (every adaptive method torchdiffeq also has; euler, midpoint, rk4) and time span, in one run:
-wall time, NFE, per-step overhead
-((wall - NFE * bare call) / steps) and efficiency (NFE * bare call / wall), forward only (no grad)
-and forward+backward (backprop through the solver), plus the adjoint for dopri5. rk4 is also
-compared with a plain hand-written RK4 loop. Ratios < 1 mean monode is cheaper.
+wall time, NFE, per-step overhead ((wall - the field's own cost) / steps, the field's cost being its bare call
+per evaluation, with its backward when backpropagated, and call + vector-Jacobian product per backward
+evaluation of the adjoint) and efficiency (the field's cost / wall), forward only (no grad) and forward+backward
+(backprop through the solver), plus the adjoint for dopri5. rk4 is also compared with a plain hand-written RK4
+loop. Ratios < 1 mean monode is cheaper.
 
     python benchmarks/solver_overhead.py [--threads 1] [--quick] [--device cuda]
 """
@@ -105,24 +106,33 @@ def main() -> None:
                     else:
                         o = opts
 
-                    def run(_solve=solve, _kw=kw, _o=o, _mode=mode):
+                    def run(_solve=solve, _kw=kw, _o=o, _mode=mode, _c=calls):
                         if _mode == "fwd":
                             with torch.no_grad():
                                 return _solve(counted, y0, t, rtol=1e-6, atol=1e-8, method=method, options=_o, **_kw)
                         y = _solve(counted, y0g, t, rtol=1e-6, atol=1e-8, method=method, options=_o, **_kw)
+                        _c["fwd"] = _c["n"]
                         return torch.autograd.grad(y[-1].square().sum(), (y0g, *field.parameters()))
 
                     with monode.record_stats() as st:
                         calls["n"] = 0
                         run()
                     nfe = calls["n"]
+                    fwd_nfe = calls.get("fwd", nfe)
                     if name == "monode":
                         steps = st.forward_steps + (st.backward_steps if adjoint else 0)
                         monode_nfe, monode_steps = nfe, steps
                     else:  # same algorithm and step control: same steps per evaluation
                         steps = monode_steps * nfe / monode_nfe
                     wall = timed(run, repeat=repeat, warmup=1)
-                    eval_cost = nfe * (bare if mode == "fwd" else bare_bwd / (2 if adjoint else 1))
+                    # the field's own cost: a forward call per evaluation, with its backward when backpropagated;
+                    # the adjoint's backward evaluations each make a call and its vector-Jacobian product
+                    if mode == "fwd":
+                        eval_cost = nfe * bare
+                    elif adjoint:
+                        eval_cost = fwd_nfe * bare + (nfe - fwd_nfe) * bare_bwd
+                    else:
+                        eval_cost = nfe * bare_bwd
                     overhead = max(wall - eval_cost, 0.0) / max(steps, 1)
                     results[name] = (wall, nfe, overhead, eval_cost / wall)
                 m, p = results["monode"], results["torchdiffeq"]
