@@ -193,6 +193,48 @@ def nfe(out: Path, tiny: bool) -> dict[str, Any]:
     }
 
 
+def _overshoot(out: Path, tiny: bool, models: list[str]) -> dict[str, tuple[float, float]]:
+    """The overshoot of the trained point-cloud models' hidden state h(t) on the test points: per test point
+    max_t |h(t) - h(0)| / |h(T) - h(0)| - 1 (0 when h never strays farther from its start than where it ends),
+    averaged over the points; per model mean and std over seeds. Writes overshoot.csv (per seed) and
+    overshoot.svg/png (the mean normalised excursion |h(t) - h(0)| / |h(T) - h(0)| against t, seed 0)."""
+    import torch
+
+    import monode
+
+    runs = out.parent / "tiny-point-cloud" if tiny else ROOT / "runs" / "reproduce" / "point-cloud"
+    rows, curves, summary = [], {}, {}
+    for model in models:
+        values = []
+        for seed, folder in enumerate(sorted((runs / model).glob("seed-*")) or [runs / model]):
+            run = monode.load_run(folder)
+            block = run.model[0]
+            times = torch.linspace(*block.t_span, 101)
+            with torch.no_grad():
+                h = block(run.task.eval_data[0], times=times)
+            excursion = (h - h[0]).flatten(2).norm(dim=-1)  # [time, point]
+            ratio = excursion / excursion[-1].clamp_min(1e-12)
+            values.append(float((ratio.max(0).values - 1).mean()))
+            rows.append({"model": model, "seed": seed, "overshoot": f"{values[-1]:.6g}"})
+            if seed == 0:
+                curves[model] = (times.tolist(), ratio.mean(1).tolist())
+        summary[model] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+    with open(out / "overshoot.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["model", "seed", "overshoot"])
+        writer.writeheader()
+        writer.writerows(rows)
+    fig, ax = figures.figure(1, 1, width=4.6, height=3.2)
+    for model, (t, r) in curves.items():
+        ax.plot(t, r, label=model, lw=1.2)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("t")
+    ax.set_ylabel("|h(t) - h(0)| / |h(T) - h(0)|")
+    figures.legend_outside(ax)
+    fig.suptitle("hidden-state excursion, point cloud test set (seed 0)")
+    figures.save(fig, out / "overshoot")
+    return summary
+
+
 def adamnode(out: Path, tiny: bool) -> dict[str, Any]:
     """Claim 4 (Cho et al. 2022): AdamNODE reaches a lower training loss than HBNODE and trains more stably.
     Point cloud over seeds; stability as loss spikes (epochs whose loss rose > 20%)."""
@@ -202,6 +244,7 @@ def adamnode(out: Path, tiny: bool) -> dict[str, Any]:
            "AdamNODE vs HBNODE: point cloud", log=("train_loss",))  # fmt: skip
     loss = {m: _late_mean(runs, "train_loss") for m, runs in data.items()}
     spikes = {m: statistics.fmean(_loss_spikes(rows) for rows in runs) for m, runs in data.items()}
+    overshoot = _overshoot(out, tiny, ["node", "hbnode", "ghbnode", "adamnode"])
     lower = loss["adamnode"][0] < loss["hbnode"][0]
     stabler = spikes["adamnode"] <= spikes["hbnode"]
     verdict = "reproduced" if lower and stabler else "partly reproduced" if lower or stabler else "not reproduced"
@@ -212,11 +255,20 @@ def adamnode(out: Path, tiny: bool) -> dict[str, Any]:
                 m: f"{v[0]:.4g} ± {v[1]:.2g}" for m, v in loss.items()
             },
             "loss spikes per run (epochs with a > 20% rise)": {m: round(v, 2) for m, v in spikes.items()},
+            "hidden-state overshoot of the trained models (mean ± std over seeds; overshoot.csv)": {
+                m: f"{v[0]:.3g} ± {v[1]:.2g}" for m, v in overshoot.items()
+            },
         },
         "criterion": "AdamNODE's final training loss below HBNODE's, and no more loss spikes",
         "verdict": verdict,
-        "scope": f"the point cloud only (lower loss: {lower}, no more loss spikes: {stabler}); HBNODE's internal "
-        "overshoot is not measured here",
+        "scope": f"the point cloud only (lower loss: {lower}, no more loss spikes: {stabler}). The overshoot of "
+        "HBNODE's internal dynamics that motivates AdamNODE is measured on the trained models' h(t) over the test "
+        "points (max_t |h(t) - h(0)| / |h(T) - h(0)| - 1, overshoot.svg): "
+        + (
+            "HBNODE's exceeds AdamNODE's"
+            if overshoot["hbnode"][0] > overshoot["adamnode"][0] + 0.01
+            else "it is not visible on this task, for HBNODE or any model"
+        ),  # fmt: skip
         "protocol": POINT_CLOUD_PROTOCOL,
         "figure": "point_cloud.svg",
         "data": "point_cloud.csv",
