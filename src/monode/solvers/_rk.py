@@ -55,23 +55,22 @@ def _coefficients(weights: tuple[float, ...], dt: Scalar, like: torch.Tensor) ->
 
 
 class Stages(list[torch.Tensor]):
-    """The stages k_0, k_1, ... of one step. Without autograd (forward-only and adjoint solves) they are written
-    into the columns of one [..., s] tensor, torchdiffeq's layout, so that a sum of many of them multiplies a
-    view of it instead of first stacking copies (an interleaving copy, the costliest op of a high-order step);
-    with autograd, or under torch.compile (which fuses the stack), they stay separate tensors."""
+    """The stages k_0, k_1, ... of one step. For a method with more than four stages and without autograd
+    (forward-only and adjoint solves) each is also copied into a column of one [..., s] tensor, torchdiffeq's
+    layout, so that a sum of more than four multiplies a view of it instead of first stacking copies (an
+    interleaving copy, the costliest op of a high-order step). With autograd, or under torch.compile (which
+    fuses the stack), there is no such tensor; short sums always read the stages themselves."""
 
     def __init__(self, f0: torch.Tensor, stages: int) -> None:
         super().__init__()
         self.buffer: torch.Tensor | None = None
-        if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        if stages > _SEQUENTIAL and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
             self.buffer = f0.new_empty((*f0.shape, stages))
         self.append(f0)
 
     def append(self, k: torch.Tensor) -> None:
         if self.buffer is not None:
-            column = self.buffer[..., len(self)]
-            column.copy_(k)
-            k = column
+            self.buffer[..., len(self)].copy_(k)
         super().append(k)
 
 
