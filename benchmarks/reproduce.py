@@ -86,11 +86,16 @@ def _compare(runs: Path, argv: list[str], again: bool = False) -> Runs:
     return {m: list(seeds.values()) for m, seeds in by_model.items()}
 
 
+def _point_cloud_runs(out: Path, tiny: bool) -> Path:
+    """Where the shared point-cloud runs live: runs/reproduce/point-cloud, or <out>/../tiny-point-cloud."""
+    return out.parent / "tiny-point-cloud" if tiny else ROOT / "runs" / "reproduce" / "point-cloud"
+
+
 def _point_cloud(out: Path, tiny: bool, models: list[str]) -> Runs:
     """The shared point-cloud comparison of every model in POINT_CLOUD_MODELS (resumable; in
     runs/reproduce/point-cloud, or when tiny with one seed in <out>/../tiny-point-cloud, shared by the claims of
     one --out): per model of `models`, one list of epoch rows per seed."""
-    runs = out.parent / "tiny-point-cloud" if tiny else ROOT / "runs" / "reproduce" / "point-cloud"
+    runs = _point_cloud_runs(out, tiny)
     argv = ["compare", "point-cloud", "--preset", "paper", "--models", ",".join(POINT_CLOUD_MODELS),
             "--seeds", str(1 if tiny else POINT_CLOUD_SEEDS)]  # fmt: skip
     if tiny:
@@ -203,7 +208,7 @@ def _overshoot(out: Path, tiny: bool, models: list[str]) -> dict[str, tuple[floa
 
     import monode
 
-    runs = out.parent / "tiny-point-cloud" if tiny else ROOT / "runs" / "reproduce" / "point-cloud"
+    runs = _point_cloud_runs(out, tiny)
     rows, curves, summary = [], {}, {}
     for model in models:
         values = []

@@ -106,5 +106,5 @@ def rk_step(
     for j in range(1, tab.stages):
         y_stage = combine(y, ks, tab.a[j], dt)
         ks.append(func(times[j], y_stage))
-    y1 = y_stage if tab.terms.last_is_solution else combine(y, ks, tab.b, dt)
+    y1 = y_stage if tab.last_is_solution else combine(y, ks, tab.b, dt)
     return y1, ks

@@ -6,18 +6,6 @@ import dataclasses
 
 
 @dataclasses.dataclass(frozen=True)
-class StepTerms:
-    """What a step reads from a tableau, computed once with it.
-
-    last_is_solution: the last stage's input is the solution (first-same-as-last), so no extra sum;
-    f1_is_last_stage: the slope at the step's end is the last stage (first-same-as-last with c = 1).
-    """
-
-    last_is_solution: bool
-    f1_is_last_stage: bool
-
-
-@dataclasses.dataclass(frozen=True)
 class ButcherTableau:
     """Coefficients of an explicit Runge-Kutta method with `s` stages.
 
@@ -26,7 +14,8 @@ class ButcherTableau:
     embedded error estimate, b - b_hat), `c_mid` (the weights of y(t + dt/2) of their quartic dense
     output) and may reuse the last stage as the next step's first (`fsal`): for a first-same-as-last
     pair it is f(t + dt, y_next); for fehlberg2 and adaptive_heun it is torchdiffeq's reuse of the slope
-    at the embedded solution.
+    at the embedded solution. `last_is_solution` (derived): the last stage's input is the solution
+    (first-same-as-last), so a step needs no extra sum for it.
     """
 
     c: tuple[float, ...]
@@ -36,7 +25,7 @@ class ButcherTableau:
     b_error: tuple[float, ...] | None = None
     c_mid: tuple[float, ...] | None = None
     fsal: bool = False
-    terms: StepTerms = dataclasses.field(init=False, repr=False, compare=False)
+    last_is_solution: bool = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         s = len(self.c)
@@ -47,9 +36,7 @@ class ButcherTableau:
         for j, row in enumerate(self.a):  # row sums must equal the nodes (internal consistency)
             if abs(sum(row) - self.c[j]) > 1e-12:
                 raise ValueError(f"row {j} of a sums to {sum(row)}, but c[{j}] = {self.c[j]}")
-        last_is_solution = self.fsal and self.a[-1] == self.b[: len(self.a[-1])]
-        terms = StepTerms(last_is_solution, self.fsal and self.c[-1] == 1.0 and last_is_solution)
-        object.__setattr__(self, "terms", terms)
+        object.__setattr__(self, "last_is_solution", self.fsal and self.a[-1] == self.b[: len(self.a[-1])])
 
     @property
     def stages(self) -> int:

@@ -155,14 +155,12 @@ class SequenceModel(nn.Module):
         if self.encoder is not None:
             variables = self.encoder(x.flatten(1) if self.encoder_input == "window" else x[:, 0])
         out = self.rnn(x.transpose(0, 1), dt.transpose(0, 1), variables)
+        final = out.updated if self.rnn.evolve_first else out.evolved  # the variables after the last observation
+        last = tuple(v[-1] for v in final) if isinstance(final, tuple) else final[-1]
+        predicted_from = self._h(final)
         if self.rnn.evolve_first:  # wiring="released": predict y_i from h after x_{i-1} (module docstring)
-            h = self._h(out.updated)
-            h0 = h.new_zeros(h[:1].shape) if variables is None else self._h(variables)[None]
-            last = tuple(v[-1] for v in out.updated) if isinstance(out.updated, tuple) else out.updated[-1]
-            predicted_from = torch.cat([h0, h[:-1]])
-        else:
-            last = tuple(v[-1] for v in out.evolved) if isinstance(out.evolved, tuple) else out.evolved[-1]
-            predicted_from = self._h(out.evolved)
+            h0 = predicted_from.new_zeros(predicted_from[:1].shape) if variables is None else self._h(variables)[None]
+            predicted_from = torch.cat([h0, predicted_from[:-1]])
         return SequenceOutput(
             self.decoder(self._h(out.updated)).transpose(0, 1), self.decoder(predicted_from).transpose(0, 1), last
         )
