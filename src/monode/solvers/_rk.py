@@ -4,8 +4,9 @@ Arithmetic is torchdiffeq's, operation for operation, so that values agree to th
 kernels allow and step control (which divides an error estimate that is a small difference of stages by
 the tolerance) takes the same decisions, also in float32: a linear combination y + dt sum_j w_j k_j is
 formed as the products k_j * (w_j dt) (coefficients rounded to the state's dtype first), summed as
-`torch.sum` over the stacked stages, then added to y. Sums of up to four stages are written as the
-sequential additions `torch.sum` performs for them (no stack); zero weights are skipped there.
+`torch.sum` over the stacked stages sums them, then added to y. Eagerly the products are added one by one
+in the order `torch.sum` adds them (`_summation`), which needs no stacked copy of the stages; terms with a
+zero weight are skipped. Under torch.compile, or where that order is not known, the stages are stacked.
 
 `dt` is a Python float eagerly, or a 0-d tensor (under options['compile'], so a graph is not specialised
 on its value, or when gradients with respect to t are taken); the same code serves both.
@@ -23,7 +24,8 @@ from ._tableau import ButcherTableau
 
 Scalar = Union[float, torch.Tensor]
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-_SEQUENTIAL = 4  # torch.sum over a last dimension of at most this size adds left to right
+Tree = Union[int, tuple["Tree", "Tree"]]
+"""An order of summation: a term's index, or the sum (left, right)."""
 
 
 def axpy(base: torch.Tensor, k: torch.Tensor, a: Scalar) -> torch.Tensor:
@@ -54,41 +56,83 @@ def _coefficients(weights: tuple[float, ...], dt: Scalar, like: torch.Tensor) ->
     return w * dt
 
 
-class Stages(list[torch.Tensor]):
-    """The stages k_0, k_1, ... of one step. For a method with more than four stages and without autograd
-    (forward-only and adjoint solves) each is also copied into a column of one [..., s] tensor, torchdiffeq's
-    layout, so that a sum of more than four multiplies a view of it instead of first stacking copies (an
-    interleaving copy, the costliest op of a high-order step). With autograd, or under torch.compile (which
-    fuses the stack), there is no such tensor; short sums always read the stages themselves."""
+def _chain(trees: Sequence[Tree | None]) -> Tree | None:
+    """((t0 + t1) + t2) + ..., absent trees left out."""
+    out: Tree | None = None
+    for tree in trees:
+        out = tree if out is None else (out, tree) if tree is not None else out
+    return out
 
-    def __init__(self, f0: torch.Tensor, stages: int) -> None:
-        super().__init__()
-        self.buffer: torch.Tensor | None = None
-        if stages > _SEQUENTIAL and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            self.buffer = f0.new_empty((*f0.shape, stages))
-        self.append(f0)
 
-    def append(self, k: torch.Tensor) -> None:
-        if self.buffer is not None:
-            self.buffer[..., len(self)].copy_(k)
-        super().append(k)
+def _interleaved(leaves: Sequence[Tree], ilp: int = 4) -> Tree | None:
+    """ATen's row sum: `ilp` running sums over every ilp-th term, the remainder added to the first, then the
+    running sums added in order."""
+    full = len(leaves) // ilp * ilp
+    partial = [_chain(leaves[k:full:ilp]) for k in range(ilp)]
+    partial[0] = _chain([partial[0], *leaves[full:]])
+    return _chain(partial)
+
+
+def _candidates(n: int) -> dict[str, Tree]:
+    """Orders in which a CPU reduction may add n terms: sequential, ATen's scalar row sum, and its vectorised
+    row sum with v lanes (rows of v terms summed lane-wise, the leftover terms, then the lanes)."""
+    out: dict[str, Tree] = {"sequential": _chain(range(n)), "interleaved": _interleaved(range(n))}  # type: ignore[dict-item]
+    for lanes in (4, 8, 16, 32):
+        rows = n // lanes
+        if rows == 0:
+            continue
+        per_lane = [_interleaved([r * lanes + lane for r in range(rows)]) for lane in range(lanes)]
+        out[f"vectorised{lanes}"] = _chain([*range(rows * lanes, n), *per_lane])  # type: ignore[arg-type]
+    return out
+
+
+def _evaluate(tree: Tree, leaf: Callable[[int], torch.Tensor]) -> torch.Tensor:
+    if isinstance(tree, int):
+        return leaf(tree)
+    return _evaluate(tree[0], leaf) + _evaluate(tree[1], leaf)
+
+
+@functools.lru_cache(maxsize=64)
+def _summation(n: int, dtype: torch.dtype, device: torch.device) -> Tree | None:
+    """The order in which `torch.sum` adds n terms along a contiguous last dimension of `dtype` on `device`
+    (it depends on the CPU's vector width), found by comparing candidate orders with torch.sum on random
+    terms of spread magnitudes; None if none agrees to the last bit."""
+    generator = torch.Generator().manual_seed(n)
+    terms = torch.randn(4096, n, dtype=torch.float64, generator=generator)
+    terms = (terms * torch.exp(3 * torch.randn(4096, n, dtype=torch.float64, generator=generator))).to(dtype)
+    terms = terms.to(device)
+    reference = terms.sum(dim=-1)
+    for tree in _candidates(n).values():
+        if torch.equal(_evaluate(tree, lambda j: terms[:, j]), reference):
+            return tree
+    return None
+
+
+def _pruned(tree: Tree, weights: tuple[float, ...]) -> Tree | None:
+    """`tree` without the terms of zero weight (adding an exact zero changes nothing)."""
+    if isinstance(tree, int):
+        return tree if weights[tree] != 0.0 else None
+    left, right = _pruned(tree[0], weights), _pruned(tree[1], weights)
+    return right if left is None else left if right is None else (left, right)
+
+
+@functools.lru_cache(maxsize=256)
+def _order(weights: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> tuple[bool, Tree | None]:
+    """(known, tree): whether torch.sum's order is known for these weights, and the order of the nonzero terms."""
+    tree = _summation(len(weights), dtype, device)
+    return tree is not None, None if tree is None else _pruned(tree, weights)
 
 
 def weighted_sum(ks: Sequence[torch.Tensor], weights: tuple[float, ...], dt: Scalar) -> torch.Tensor:
     """dt sum_j weights[j] ks[j] (over the first len(weights) stages), as torch.sum of the products."""
     like = ks[0]
     coefficients = _coefficients(weights, dt, like)
-    buffer = ks.buffer if isinstance(ks, Stages) else None
-    if buffer is not None and len(weights) > _SEQUENTIAL:
-        return (buffer[..., : len(weights)] * coefficients).sum(dim=-1)
-    if len(weights) <= _SEQUENTIAL:
-        terms = [ks[j] * coefficients[j] for j, w in enumerate(weights) if w != 0.0]
-        if not terms:
-            return torch.zeros_like(like)
-        out = terms[0]
-        for term in terms[1:]:
-            out = out + term
-        return out
+    if not torch.compiler.is_compiling():
+        known, tree = _order(weights, like.dtype, like.device)
+        if known:
+            if tree is None:
+                return torch.zeros_like(like)
+            return _evaluate(tree, lambda j: ks[j] * coefficients[j])
     return (torch.stack(list(ks[: len(weights)]), dim=-1) * coefficients).sum(dim=-1)
 
 
@@ -101,7 +145,7 @@ def rk_step(
     func: Field, tab: ButcherTableau, times: Sequence[torch.Tensor], dt: Scalar, y: torch.Tensor, f0: torch.Tensor
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One explicit RK step from (times[0], y) with f0 = func(times[0], y): (y1, the stages [f0, k1, ...])."""
-    ks = Stages(f0, tab.stages)
+    ks = [f0]
     y_stage = y
     for j in range(1, tab.stages):
         y_stage = combine(y, ks, tab.a[j], dt)
