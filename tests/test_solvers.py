@@ -591,3 +591,18 @@ def test_overflow_is_reported_as_overflow() -> None:
         odeint(lambda t, y: torch.full_like(y, 1e30), torch.zeros(2), t)
     with pytest.raises(NonFiniteStateError, match=r"the state became NaN; reduce options\['step_size'\]"):
         odeint(lambda t, y: y * float("nan"), torch.ones(2), t, method="rk4", options=dict(step_size=0.1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_runge_kutta_sums_add_in_the_order_of_torch_sum(dtype: torch.dtype) -> None:
+    """The stages' weighted sums are added term by term in torch.sum's order: bitwise torch.sum over the
+    stacked products (torchdiffeq's formula) for every length a tableau has, with and without zero weights."""
+    from monode.solvers._rk import weighted_sum
+
+    torch.manual_seed(1)
+    for n in range(1, 17):
+        ks = [torch.randn(37, 5, dtype=dtype) * torch.exp(3 * torch.randn(37, 5, dtype=dtype)) for _ in range(n)]
+        for weights in [tuple(float(w) for w in torch.randn(n)), tuple(0.0 if j % 3 == 1 else 0.7 for j in range(n))]:
+            dt = 0.37
+            reference = (torch.stack(ks, dim=-1) * (torch.tensor(weights, dtype=dtype) * dt)).sum(dim=-1)
+            assert torch.equal(weighted_sum(ks, weights, dt), reference), (n, weights)

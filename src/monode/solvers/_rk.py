@@ -73,17 +73,17 @@ def _interleaved(leaves: Sequence[Tree], ilp: int = 4) -> Tree | None:
     return _chain(partial)
 
 
-def _candidates(n: int) -> dict[str, Tree]:
+def _candidates(n: int) -> list[Tree]:
     """Orders in which a CPU reduction may add n terms: sequential, ATen's scalar row sum, and its vectorised
     row sum with v lanes (rows of v terms summed lane-wise, the leftover terms, then the lanes)."""
-    out: dict[str, Tree] = {"sequential": _chain(range(n)), "interleaved": _interleaved(range(n))}  # type: ignore[dict-item]
+    terms: list[Tree] = list(range(n))
+    out = [_chain(terms), _interleaved(terms)]
     for lanes in (4, 8, 16, 32):
         rows = n // lanes
-        if rows == 0:
-            continue
-        per_lane = [_interleaved([r * lanes + lane for r in range(rows)]) for lane in range(lanes)]
-        out[f"vectorised{lanes}"] = _chain([*range(rows * lanes, n), *per_lane])  # type: ignore[arg-type]
-    return out
+        if rows:
+            per_lane = [_interleaved(terms[lane : rows * lanes : lanes]) for lane in range(lanes)]
+            out.append(_chain([*terms[rows * lanes :], *per_lane]))
+    return [tree for tree in out if tree is not None]
 
 
 def _evaluate(tree: Tree, leaf: Callable[[int], torch.Tensor]) -> torch.Tensor:
@@ -102,7 +102,7 @@ def _summation(n: int, dtype: torch.dtype, device: torch.device) -> Tree | None:
     terms = (terms * torch.exp(3 * torch.randn(4096, n, dtype=torch.float64, generator=generator))).to(dtype)
     terms = terms.to(device)
     reference = terms.sum(dim=-1)
-    for tree in _candidates(n).values():
+    for tree in _candidates(n):
         if torch.equal(_evaluate(tree, lambda j: terms[:, j]), reference):
             return tree
     return None
