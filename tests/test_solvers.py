@@ -597,7 +597,7 @@ def test_overflow_is_reported_as_overflow() -> None:
 def test_runge_kutta_sums_add_in_the_order_of_torch_sum(dtype: torch.dtype) -> None:
     """The stages' weighted sums are added term by term in torch.sum's order: bitwise torch.sum over the
     stacked products (torchdiffeq's formula) for every length a tableau has, with and without zero weights."""
-    from monode.solvers._rk import weighted_sum
+    from monode.solvers._rk import coefficients, weighted_sum
 
     torch.manual_seed(1)
     for n in range(1, 17):
@@ -605,4 +605,5 @@ def test_runge_kutta_sums_add_in_the_order_of_torch_sum(dtype: torch.dtype) -> N
         for weights in [tuple(float(w) for w in torch.randn(n)), tuple(0.0 if j % 3 == 1 else 0.7 for j in range(n))]:
             dt = 0.37
             reference = (torch.stack(ks, dim=-1) * (torch.tensor(weights, dtype=dtype) * dt)).sum(dim=-1)
-            assert torch.equal(weighted_sum(ks, weights, dt), reference), (n, weights)
+            summed = weighted_sum(ks, weights, coefficients((0.5, *weights), dt, ks[0]), offset=1)
+            assert torch.equal(summed, reference), (n, weights)

@@ -165,10 +165,11 @@ class AdaptiveRungeKutta:
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """(y1, stages, error ratio as a 0-d tensor) of the trial step dt from y at times[0], with stage times
         `times` and f0 = func(times[0], y). The ratio is NaN if any stage is NaN/Inf (the tolerance holds |y1|)."""
-        y1, ks = rk_step(func, self.tableau, times, dt, y, f0)
+        tab = self.tableau
+        y1, ks, scaled = rk_step(func, tab, times, dt, y, f0)
         with torch.no_grad():
-            assert self.tableau.b_error is not None
-            err = weighted_sum(ks, self.tableau.b_error, dt)
+            assert tab.b_error is not None
+            err = weighted_sum(ks, tab.b_error, scaled, tab.offsets[tab.stages + 1])
             tol = torch.maximum(y.abs(), y1.abs()).mul_(self.rtol).add_(atol)
             ratio = self.norm(err.div_(tol))
         return y1, ks, ratio

@@ -15,7 +15,7 @@ from typing import Union
 
 import torch
 
-from ._rk import axpy, axpy_, combine
+from ._rk import axpy, axpy_, coefficients, combine
 from ._tableau import ButcherTableau
 
 Scalar = Union[float, torch.Tensor]
@@ -33,7 +33,7 @@ def quartic_fit(
     formed as torchdiffeq forms them (dt in the state's dtype), so that outputs agree to the last bit."""
     assert tab.c_mid is not None
     h = torch.tensor(dt, dtype=y0.dtype, device=y0.device)
-    y_mid = combine(y0, ks, tab.c_mid, h)
+    y_mid = combine(y0, ks, tab.c_mid, coefficients(tab.c_mid, h, y0))
     f0, f1 = ks[0], ks[-1]
     a = 2 * h * (f1 - f0) - 8 * (y1 + y0) + 16 * y_mid
     b = h * (5 * f0 - 3 * f1) + 18 * y0 + 14 * y1 - 32 * y_mid

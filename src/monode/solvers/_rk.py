@@ -47,15 +47,6 @@ def _weights(weights: tuple[float, ...], dtype: torch.dtype, device: torch.devic
     return torch.tensor(weights, dtype=dtype, device=device)
 
 
-def _coefficients(weights: tuple[float, ...], dt: Scalar, like: torch.Tensor) -> torch.Tensor:
-    """w * dt with w rounded to the state's dtype first (a tensor of len(weights))."""
-    if torch.compiler.is_compiling():  # a constant of the graph
-        w = torch.tensor(weights, dtype=like.dtype, device=like.device)
-    else:
-        w = _weights(weights, like.dtype, like.device)
-    return w * dt
-
-
 def _chain(trees: Sequence[Tree | None]) -> Tree | None:
     """((t0 + t1) + t2) + ..., absent trees left out."""
     out: Tree | None = None
@@ -108,47 +99,77 @@ def _summation(n: int, dtype: torch.dtype, device: torch.device) -> Tree | None:
     return None
 
 
-def _pruned(tree: Tree, weights: tuple[float, ...]) -> Tree | None:
-    """`tree` without the terms of zero weight (adding an exact zero changes nothing)."""
+def _postfix(tree: Tree | None, weights: tuple[float, ...]) -> list[int]:
+    """`tree` without its terms of zero weight (adding an exact zero changes nothing), in postfix: a term's
+    index, or -1 for "add the last two"."""
+    if tree is None:
+        return []
     if isinstance(tree, int):
-        return tree if weights[tree] != 0.0 else None
-    left, right = _pruned(tree[0], weights), _pruned(tree[1], weights)
-    return right if left is None else left if right is None else (left, right)
+        return [tree] if weights[tree] != 0.0 else []
+    left, right = _postfix(tree[0], weights), _postfix(tree[1], weights)
+    return left + right + [-1] if left and right else left or right
 
 
 @functools.lru_cache(maxsize=256)
-def _order(weights: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> tuple[bool, Tree | None]:
-    """(known, tree): whether torch.sum's order is known for these weights, and the order of the nonzero terms."""
+def _program(weights: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> tuple[int, ...] | None:
+    """torch.sum's order of the nonzero terms of `weights` in postfix; None when that order is unknown."""
     tree = _summation(len(weights), dtype, device)
-    return tree is not None, None if tree is None else _pruned(tree, weights)
+    return None if tree is None else tuple(_postfix(tree, weights))
 
 
-def weighted_sum(ks: Sequence[torch.Tensor], weights: tuple[float, ...], dt: Scalar) -> torch.Tensor:
-    """dt sum_j weights[j] ks[j] (over the first len(weights) stages), as torch.sum of the products."""
+def coefficients(weights: tuple[float, ...], dt: Scalar, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """w * dt for every weight (rounded to the state's dtype first) as 0-d tensors, formed in one op: what
+    the sums of a step multiply the stages by."""
+    if torch.compiler.is_compiling():  # a constant of the graph
+        w = torch.tensor(weights, dtype=like.dtype, device=like.device)
+    else:
+        w = _weights(weights, like.dtype, like.device)
+    return (w * dt).unbind()
+
+
+def weighted_sum(
+    ks: Sequence[torch.Tensor], weights: tuple[float, ...], scaled: Sequence[torch.Tensor], offset: int = 0
+) -> torch.Tensor:
+    """sum_j ks[j] scaled[offset + j] over the first len(weights) stages, where scaled[offset:] are `weights`
+    times dt (`coefficients`): torch.sum of the products, as torchdiffeq forms it. A new tensor."""
     like = ks[0]
-    coefficients = _coefficients(weights, dt, like)
-    if not torch.compiler.is_compiling():
-        known, tree = _order(weights, like.dtype, like.device)
-        if known:
-            if tree is None:
-                return torch.zeros_like(like)
-            return _evaluate(tree, lambda j: ks[j] * coefficients[j])
-    return (torch.stack(list(ks[: len(weights)]), dim=-1) * coefficients).sum(dim=-1)
+    program = None if torch.compiler.is_compiling() else _program(weights, like.dtype, like.device)
+    if program is None:
+        n = len(weights)
+        return (torch.stack(list(ks[:n]), dim=-1) * torch.stack(list(scaled[offset : offset + n]))).sum(dim=-1)
+    if not program:
+        return torch.zeros_like(like)
+    stack: list[torch.Tensor] = []
+    for j in program:
+        if j < 0:
+            last = stack.pop()
+            stack[-1].add_(last)  # every entry is a product made here (autograd saves none of them)
+        else:
+            stack.append(ks[j] * scaled[offset + j])
+    return stack[0]
 
 
-def combine(base: torch.Tensor, ks: Sequence[torch.Tensor], weights: tuple[float, ...], dt: Scalar) -> torch.Tensor:
-    """base + dt sum_j weights[j] ks[j] (torchdiffeq's `y0 + torch.sum(k * (w * dt), dim=-1)`)."""
-    return base + weighted_sum(ks, weights, dt)
+def combine(
+    base: torch.Tensor,
+    ks: Sequence[torch.Tensor],
+    weights: tuple[float, ...],
+    scaled: Sequence[torch.Tensor],
+    offset: int = 0,
+) -> torch.Tensor:
+    """base + sum_j ks[j] scaled[offset + j] (torchdiffeq's `y0 + torch.sum(k * (w * dt), dim=-1)`)."""
+    return weighted_sum(ks, weights, scaled, offset).add_(base)
 
 
 def rk_step(
     func: Field, tab: ButcherTableau, times: Sequence[torch.Tensor], dt: Scalar, y: torch.Tensor, f0: torch.Tensor
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One explicit RK step from (times[0], y) with f0 = func(times[0], y): (y1, the stages [f0, k1, ...])."""
+) -> tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, ...]]:
+    """One explicit RK step from (times[0], y) with f0 = func(times[0], y): (y1, the stages [f0, k1, ...], the
+    tableau's weights times dt, `tab.weights`)."""
+    scaled = coefficients(tab.weights, dt, y)
     ks = [f0]
     y_stage = y
     for j in range(1, tab.stages):
-        y_stage = combine(y, ks, tab.a[j], dt)
+        y_stage = combine(y, ks, tab.a[j], scaled, tab.offsets[j])
         ks.append(func(times[j], y_stage))
-    y1 = y_stage if tab.last_is_solution else combine(y, ks, tab.b, dt)
-    return y1, ks
+    y1 = y_stage if tab.last_is_solution else combine(y, ks, tab.b, scaled, tab.offsets[tab.stages])
+    return y1, ks, scaled

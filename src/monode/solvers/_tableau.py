@@ -15,7 +15,9 @@ class ButcherTableau:
     output) and may reuse the last stage as the next step's first (`fsal`): for a first-same-as-last
     pair it is f(t + dt, y_next); for fehlberg2 and adaptive_heun it is torchdiffeq's reuse of the slope
     at the embedded solution. `last_is_solution` (derived): the last stage's input is the solution
-    (first-same-as-last), so a step needs no extra sum for it.
+    (first-same-as-last), so a step needs no extra sum for it. `weights` (derived): a[1], ..., a[s-1], b
+    and b_error in one tuple, row j starting at `offsets[j]` (b at s, b_error at s + 1), so that a step
+    multiplies them all by dt at once.
     """
 
     c: tuple[float, ...]
@@ -26,6 +28,8 @@ class ButcherTableau:
     c_mid: tuple[float, ...] | None = None
     fsal: bool = False
     last_is_solution: bool = dataclasses.field(init=False, repr=False, compare=False)
+    weights: tuple[float, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    offsets: tuple[int, ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         s = len(self.c)
@@ -37,6 +41,10 @@ class ButcherTableau:
             if abs(sum(row) - self.c[j]) > 1e-12:
                 raise ValueError(f"row {j} of a sums to {sum(row)}, but c[{j}] = {self.c[j]}")
         object.__setattr__(self, "last_is_solution", self.fsal and self.a[-1] == self.b[: len(self.a[-1])])
+        rows = [*self.a, self.b, *([self.b_error] if self.b_error is not None else [])]
+        offsets = [sum(len(row) for row in rows[:j]) for j in range(len(rows))]
+        object.__setattr__(self, "weights", tuple(w for row in rows for w in row))
+        object.__setattr__(self, "offsets", tuple(offsets))
 
     @property
     def stages(self) -> int:
