@@ -232,10 +232,12 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
 
 def segment_rms_max(x: torch.Tensor, segments: Sequence[tuple[int, int]] | None) -> torch.Tensor:
     """max over segments of RMS(x[segment]) as a 0-d tensor (RMS of all of x if segments is None):
-    torchdiffeq's mixed norm, in its arithmetic. Equal segments that tile x (every momentum state) are
-    reduced in one call, row by row (the same sums as one reduction per segment)."""
+    torchdiffeq's mixed norm, in its arithmetic. The squares are formed once for all of x, then each segment's
+    mean (the same sums as one reduction per segment); equal segments that tile x (every momentum state) are
+    averaged in one call, row by row."""
     if segments is None or len(segments) == 1:
         return _rms(x)
+    squares = (x.float() if x.dtype in _NARROW else x).abs().pow(2)
     sizes = [b - a for a, b in segments]
     tiled = (
         segments[0][0] == 0
@@ -243,9 +245,10 @@ def segment_rms_max(x: torch.Tensor, segments: Sequence[tuple[int, int]] | None)
         and all(a == b for (_, b), (a, _) in zip(segments, segments[1:]))
     )
     if tiled and min(sizes) > 0 and len(set(sizes)) == 1 and not torch.compiler.is_compiling():
-        rows = x.view(len(segments), sizes[0])
-        return (rows.float() if x.dtype in _NARROW else rows).abs().pow(2).mean(dim=1).sqrt().max()
-    return torch.stack([_rms(x[a:b]) for a, b in segments]).max()
+        means = squares.view(len(segments), sizes[0]).mean(dim=1)
+    else:
+        means = torch.stack([squares[a:b].mean() for a, b in segments])
+    return means.sqrt().max()
 
 
 def time_tensor(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
