@@ -33,6 +33,26 @@ def median_time(
     return statistics.median(samples)
 
 
+def paired_times(
+    fns: list[Callable[[], object]], repeat: int = 7, warmup: int = 1, sync: Callable[[], object] = lambda: None
+) -> list[list[float]]:
+    """Wall times of each fn in seconds, `repeat` samples each, taken in rounds (each round runs every fn once,
+    in an order rotated per round), so that a machine whose speed drifts biases none of them: compare per-round
+    differences or ratios, not separately measured medians."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    sync()
+    samples: list[list[float]] = [[] for _ in fns]
+    for r in range(repeat):
+        for i in [(r + j) % len(fns) for j in range(len(fns))]:
+            start = time.perf_counter()
+            fns[i]()
+            sync()
+            samples[i].append(time.perf_counter() - start)
+    return samples
+
+
 def print_table(headers: list[str], rows: list[list[object]]) -> str:
     """Print (and return) a GitHub-markdown table."""
     cells = [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in row] for row in rows]

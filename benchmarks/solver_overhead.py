@@ -1,13 +1,14 @@
 """Solver overhead: monode vs torchdiffeq (the named peer) on a batch-128 x dim-64 tanh MLP field.
 
 For each method (every adaptive method torchdiffeq also has; euler, midpoint, rk4) and time span, in one run:
-wall time, NFE, per-step overhead ((wall - the field's own cost) / steps, the field's cost being its bare call
-per evaluation, with its backward when backpropagated, and call + vector-Jacobian product per backward
-evaluation of the adjoint) and efficiency (the field's cost / wall), forward only (no grad) and forward+backward
-(backprop through the solver), plus the adjoint for dopri5. rk4 is also compared with a plain hand-written RK4
-loop. Ratios < 1 mean monode is cheaper.
+wall time, NFE, per-step overhead and efficiency (the field's cost / wall), forward only (no grad) and
+forward+backward (backprop through the solver), plus the adjoint for dopri5. The field's cost is measured in
+the same rounds as the solves: its bare call once per evaluation, with its backward when backpropagated, and
+call + vector-Jacobian product per backward evaluation of the adjoint. Per-step overhead = median over rounds
+of (solve - field's cost) / steps. rk4 is also compared with a plain hand-written RK4 loop. Ratios < 1 mean
+monode is cheaper.
 
-    python benchmarks/solver_overhead.py [--threads 1] [--quick] [--device cuda]
+    python benchmarks/solver_overhead.py [--threads 1] [--quick] [--device cuda] [--methods dopri5 dopri8]
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import statistics
 
 import torch
 import torchdiffeq
 
 import monode
-from _timing import median_time, print_table
+from _timing import median_time, paired_times, print_table
 from monode.solvers import ADAPTIVE
 
 
@@ -58,53 +60,51 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--methods", nargs="+", default=None, help="only these methods (default: all)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    repeat = 3 if args.quick else 7
+    repeat = 5 if args.quick else 9
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     timed = functools.partial(median_time, sync=sync)
     field = make_field().to(device)
+    params = tuple(field.parameters())
     y0 = torch.randn(128, 64, device=device)
-    t0 = torch.tensor(0.0, device=device)
-    with torch.no_grad():
-        bare = timed(lambda: field(t0, y0), repeat=repeat, min_time=0.05)
     y0g = y0.clone().requires_grad_(True)
-    bare_bwd = timed(
-        lambda: torch.autograd.grad(field(t0, y0g).sum(), (y0g, *field.parameters())),
-        repeat=repeat,
-        min_time=0.05,
-    )
-    print(
-        f"bare field call: {bare * 1e6:.1f} us forward, {bare_bwd * 1e6:.1f} us forward+backward "
-        f"(torch {torch.__version__}, {device}, {torch.get_num_threads()} threads)\n"
-    )
+    t0 = torch.tensor(0.0, device=device)
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads\n")
+
+    def field_cost(forward_calls: int, backward_calls: int) -> None:
+        """The field's own work in a solve: forward calls without graph, calls with their backward."""
+        with torch.no_grad():
+            for _ in range(forward_calls):
+                field(t0, y0)
+        for _ in range(backward_calls):
+            torch.autograd.grad(field(t0, y0g).sum(), (y0g, *params))
 
     rows = []
     shared = importlib.import_module("torchdiffeq._impl.odeint").SOLVERS
     adaptive = [(m, None) for m in monode.METHODS if m in ADAPTIVE and m in shared]  # every one
-    cases = adaptive + [("euler", 0.05), ("midpoint", 0.05), ("rk4", 0.05)]
+    cases = [c for c in adaptive + [("euler", 0.05), ("midpoint", 0.05), ("rk4", 0.05)]
+             if args.methods is None or c[0] in args.methods]  # fmt: skip
     for span in (1.0, 10.0):
         t = torch.tensor([0.0, span], device=device)
         for method, step in cases:
             opts = None if step is None else dict(step_size=step)
             modes = [("fwd", False), ("fwd+bwd", False)] + ([("fwd+bwd adjoint", True)] if method == "dopri5" else [])
             for mode, adjoint in modes:
-                results = {}
+                runs, nfes = {}, {}
                 for name, lib in (("monode", monode), ("torchdiffeq", torchdiffeq)):
                     calls = {"n": 0}
 
-                    def counted(tt, y, _f=field, _c=calls):
+                    def counted(tt, y, _c=calls):
                         _c["n"] += 1
-                        return _f(tt, y)
+                        return field(tt, y)
 
                     solve = lib.odeint_adjoint if adjoint else lib.odeint
-                    kw = dict(adjoint_params=tuple(field.parameters())) if adjoint else {}
-                    if lib is monode and step is not None:
-                        o = dict(opts, max_num_steps=10**6)
-                    else:
-                        o = opts
+                    kw = dict(adjoint_params=params) if adjoint else {}
+                    o = dict(opts, max_num_steps=10**6) if lib is monode and step is not None else opts
 
                     def run(_solve=solve, _kw=kw, _o=o, _mode=mode, _c=calls):
                         if _mode == "fwd":
@@ -112,44 +112,49 @@ def main() -> None:
                                 return _solve(counted, y0, t, rtol=1e-6, atol=1e-8, method=method, options=_o, **_kw)
                         y = _solve(counted, y0g, t, rtol=1e-6, atol=1e-8, method=method, options=_o, **_kw)
                         _c["fwd"] = _c["n"]
-                        return torch.autograd.grad(y[-1].square().sum(), (y0g, *field.parameters()))
+                        return torch.autograd.grad(y[-1].square().sum(), (y0g, *params))
 
                     with monode.record_stats() as st:
                         calls["n"] = 0
                         run()
-                    nfe = calls["n"]
-                    fwd_nfe = calls.get("fwd", nfe)
+                        sync()
+                    nfes[name] = (calls["n"], calls.get("fwd", calls["n"]))
+                    runs[name] = run
                     if name == "monode":
                         steps = st.forward_steps + (st.backward_steps if adjoint else 0)
-                        monode_nfe, monode_steps = nfe, steps
-                    else:  # same algorithm and step control: same steps per evaluation
-                        steps = monode_steps * nfe / monode_nfe
-                    wall = timed(run, repeat=repeat, warmup=1)
-                    # the field's own cost: a forward call per evaluation, with its backward when backpropagated;
-                    # the adjoint's backward evaluations each make a call and its vector-Jacobian product
-                    if mode == "fwd":
-                        eval_cost = nfe * bare
-                    elif adjoint:
-                        eval_cost = fwd_nfe * bare + (nfe - fwd_nfe) * bare_bwd
-                    else:
-                        eval_cost = nfe * bare_bwd
-                    overhead = max(wall - eval_cost, 0.0) / max(steps, 1)
-                    results[name] = (wall, nfe, overhead, eval_cost / wall)
-                m, p = results["monode"], results["torchdiffeq"]
+                nfe, fwd_nfe = nfes["monode"]
+                # the field's own cost: a forward call per evaluation, with its backward when backpropagated;
+                # the adjoint's backward evaluations each make a call and its vector-Jacobian product
+                if mode == "fwd":
+                    calls_ = (nfe, 0)
+                elif adjoint:
+                    calls_ = (fwd_nfe, nfe - fwd_nfe)
+                else:
+                    calls_ = (0, nfe)
+                field_s, ours_s, peer_s = paired_times(
+                    [lambda c=calls_: field_cost(*c), runs["monode"], runs["torchdiffeq"]], repeat=repeat, sync=sync
+                )
+
+                def per_step(walls: list[float]) -> float:
+                    # same algorithm and step control in both: same steps per evaluation
+                    return statistics.median(max(w - f, 0.0) for w, f in zip(walls, field_s)) / max(steps, 1)
+
+                ours, peer = per_step(ours_s), per_step(peer_s)
+                cost, wall, wall_peer = (statistics.median(x) for x in (field_s, ours_s, peer_s))
                 rows.append(
                     [
                         f"[0,{span:g}]",
                         method,
                         mode,
-                        m[1],
-                        p[1],
-                        m[0] * 1e3,
-                        p[0] * 1e3,
-                        m[2] * 1e6,
-                        p[2] * 1e6,
-                        m[2] / max(p[2], 1e-12),
-                        m[3],
-                        p[3],
+                        nfe,
+                        nfes["torchdiffeq"][0],
+                        wall * 1e3,
+                        wall_peer * 1e3,
+                        ours * 1e6,
+                        peer * 1e6,
+                        ours / max(peer, 1e-12),
+                        cost / wall,
+                        cost / wall_peer,
                     ]
                 )
     print_table(
@@ -170,6 +175,8 @@ def main() -> None:
         rows,
     )
 
+    if args.methods is not None and "rk4" not in args.methods:
+        return
     print("\nrk4 vs a plain hand-written loop (step 0.05):")
     rows = []
     for span in (1.0, 10.0):
