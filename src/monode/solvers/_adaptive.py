@@ -53,6 +53,12 @@ def _check_times_option(method: str, name: str, value: Any) -> list[float]:
     return values
 
 
+@functools.lru_cache(maxsize=32)
+def _nodes32(tab: ButcherTableau) -> tuple[float, ...]:
+    """The nodes c rounded to float32 (torchdiffeq's alpha in a float32 state's dtype)."""
+    return tuple(to_float32(c) for c in tab.c)
+
+
 class _Stops:
     """The `step_t` / `jump_t` times still ahead, in the direction of integration (torchdiffeq's indices: the
     next one after t0, staying on the last one once passed)."""
@@ -201,7 +207,7 @@ class AdaptiveRungeKutta:
         arithmetic for a float32 state; a stage at the step's end one ulp before t1)."""
         if y.dtype == torch.float32:
             t32, dt32 = to_float32(t), to_float32(dt)
-            values = [to_float32(t32 + to_float32(to_float32(c) * dt32)) for c in self.tableau.c]
+            values = [to_float32(t32 + to_float32(c * dt32)) for c in _nodes32(self.tableau)]
         else:
             values = [t + c * dt for c in self.tableau.c]
         values = [nudge(t1, t, y.dtype) if c == 1.0 else v for v, c in zip(values, self.tableau.c)]

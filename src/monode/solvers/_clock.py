@@ -20,10 +20,12 @@ import torch
 
 from ._errors import ODEInputError
 
+_FLOAT32 = struct.Struct("f")
+
 
 def to_float32(value: float) -> float:
     """`value` rounded to the nearest float32."""
-    return struct.unpack("f", struct.pack("f", value))[0]
+    return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
 
 
 def nudge(value: float, toward: float, dtype: torch.dtype) -> float:

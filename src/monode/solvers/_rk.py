@@ -47,6 +47,16 @@ def _weights(weights: tuple[float, ...], dtype: torch.dtype, device: torch.devic
     return torch.tensor(weights, dtype=dtype, device=device)
 
 
+@functools.lru_cache(maxsize=256)
+def _nonzero(weights: tuple[float, ...]) -> tuple[int, ...]:
+    return tuple(i for i, w in enumerate(weights) if w != 0.0)
+
+
+@functools.lru_cache(maxsize=256)
+def _subset(weights: tuple[float, ...], read: tuple[int, ...]) -> tuple[float, ...]:
+    return tuple(weights[i] for i in read)
+
+
 def _chain(trees: Sequence[Tree | None]) -> Tree | None:
     """((t0 + t1) + t2) + ..., absent trees left out."""
     out: Tree | None = None
@@ -117,26 +127,35 @@ def _program(weights: tuple[float, ...], dtype: torch.dtype, device: torch.devic
     return None if tree is None else tuple(_postfix(tree, weights))
 
 
-def coefficients(weights: tuple[float, ...], dt: Scalar, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """w * dt for every weight (rounded to the state's dtype first) as 0-d tensors, formed in one op: what
-    the sums of a step multiply the stages by."""
+def coefficients(
+    weights: tuple[float, ...], dt: Scalar, like: torch.Tensor, read: tuple[int, ...] | None = None
+) -> list[torch.Tensor | None]:
+    """w * dt (w rounded to the state's dtype first) as 0-d tensors, formed in one op, for the weights a step
+    reads (`read`; default: the nonzero ones), None for the others: what the sums multiply the stages by."""
+    read = _nonzero(weights) if read is None else read
+    used = _subset(weights, read)
     if torch.compiler.is_compiling():  # a constant of the graph
-        w = torch.tensor(weights, dtype=like.dtype, device=like.device)
+        w = torch.tensor(used, dtype=like.dtype, device=like.device)
     else:
-        w = _weights(weights, like.dtype, like.device)
-    return (w * dt).unbind()
+        w = _weights(used, like.dtype, like.device)
+    out: list[torch.Tensor | None] = [None] * len(weights)
+    for i, value in zip(read, (w * dt).unbind()):
+        out[i] = value
+    return out
 
 
 def weighted_sum(
-    ks: Sequence[torch.Tensor], weights: tuple[float, ...], scaled: Sequence[torch.Tensor], offset: int = 0
+    ks: Sequence[torch.Tensor], weights: tuple[float, ...], scaled: Sequence[torch.Tensor | None], offset: int = 0
 ) -> torch.Tensor:
     """sum_j ks[j] scaled[offset + j] over the first len(weights) stages, where scaled[offset:] are `weights`
-    times dt (`coefficients`): torch.sum of the products, as torchdiffeq forms it. A new tensor."""
+    times dt (`coefficients`; None for a zero weight): torch.sum of the products, as torchdiffeq forms it. A
+    new tensor."""
     like = ks[0]
     program = None if torch.compiler.is_compiling() else _program(weights, like.dtype, like.device)
     if program is None:
-        n = len(weights)
-        return (torch.stack(list(ks[:n]), dim=-1) * torch.stack(list(scaled[offset : offset + n]))).sum(dim=-1)
+        zero = like.new_zeros(())
+        terms = [zero if c is None else c for c in scaled[offset : offset + len(weights)]]
+        return (torch.stack(list(ks[: len(terms)]), dim=-1) * torch.stack(terms)).sum(dim=-1)
     if not program:
         return torch.zeros_like(like)
     stack: list[torch.Tensor] = []
@@ -145,7 +164,7 @@ def weighted_sum(
             last = stack.pop()
             stack[-1].add_(last)  # every entry is a product made here (autograd saves none of them)
         else:
-            stack.append(ks[j] * scaled[offset + j])
+            stack.append(ks[j] * scaled[offset + j])  # type: ignore[operator]
     return stack[0]
 
 
@@ -153,7 +172,7 @@ def combine(
     base: torch.Tensor,
     ks: Sequence[torch.Tensor],
     weights: tuple[float, ...],
-    scaled: Sequence[torch.Tensor],
+    scaled: Sequence[torch.Tensor | None],
     offset: int = 0,
 ) -> torch.Tensor:
     """base + sum_j ks[j] scaled[offset + j] (torchdiffeq's `y0 + torch.sum(k * (w * dt), dim=-1)`)."""
@@ -162,10 +181,10 @@ def combine(
 
 def rk_step(
     func: Field, tab: ButcherTableau, times: Sequence[torch.Tensor], dt: Scalar, y: torch.Tensor, f0: torch.Tensor
-) -> tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, ...]]:
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
     """One explicit RK step from (times[0], y) with f0 = func(times[0], y): (y1, the stages [f0, k1, ...], the
-    tableau's weights times dt, `tab.weights`)."""
-    scaled = coefficients(tab.weights, dt, y)
+    tableau's weights times dt, `tab.weights`, as read by the step)."""
+    scaled = coefficients(tab.weights, dt, y, tab.read)
     ks = [f0]
     y_stage = y
     for j in range(1, tab.stages):

@@ -17,7 +17,8 @@ class ButcherTableau:
     at the embedded solution. `last_is_solution` (derived): the last stage's input is the solution
     (first-same-as-last), so a step needs no extra sum for it. `weights` (derived): a[1], ..., a[s-1], b
     and b_error in one tuple, row j starting at `offsets[j]` (b at s, b_error at s + 1), so that a step
-    multiplies them all by dt at once.
+    multiplies them all by dt at once; `read` (derived): the positions in `weights` a step reads (the
+    nonzero ones, b's only when the solution is not the last stage's input).
     """
 
     c: tuple[float, ...]
@@ -30,6 +31,7 @@ class ButcherTableau:
     last_is_solution: bool = dataclasses.field(init=False, repr=False, compare=False)
     weights: tuple[float, ...] = dataclasses.field(init=False, repr=False, compare=False)
     offsets: tuple[int, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    read: tuple[int, ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         s = len(self.c)
@@ -45,6 +47,9 @@ class ButcherTableau:
         offsets = [sum(len(row) for row in rows[:j]) for j in range(len(rows))]
         object.__setattr__(self, "weights", tuple(w for row in rows for w in row))
         object.__setattr__(self, "offsets", tuple(offsets))
+        b_row = range(offsets[s], offsets[s] + s) if self.last_is_solution else range(0)
+        read = tuple(i for i, w in enumerate(self.weights) if w != 0.0 and i not in b_row)
+        object.__setattr__(self, "read", read)
 
     @property
     def stages(self) -> int:
