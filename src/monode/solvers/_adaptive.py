@@ -35,7 +35,7 @@ from ._fixed import DEFAULT_MAX_NUM_STEPS
 from ._inputs import check_max_num_steps, check_positive, time_tensor
 from ._interpolation import polynomial, quartic_fit
 from ._nonfinite import NonFiniteTrials
-from ._rk import Scalar, rk_step, weighted_sum
+from ._rk import Scalar, rk_step, scalar, weighted_sum
 from ._stats import SolverStats
 from ._tableau import ButcherTableau
 
@@ -176,7 +176,8 @@ class AdaptiveRungeKutta:
         with torch.no_grad():
             assert tab.b_error is not None
             err = weighted_sum(ks, tab.b_error, scaled, tab.offsets[tab.stages + 1])
-            tol = torch.maximum(y.abs(), y1.abs()).mul_(self.rtol).add_(atol)
+            atol = scalar(atol, y) if isinstance(atol, float) else atol
+            tol = torch.maximum(y.abs(), y1.abs()).mul_(scalar(self.rtol, y)).add_(atol)
             ratio = self.norm(err.div_(tol))
         return y1, ks, ratio
 

@@ -15,7 +15,7 @@ from typing import Union
 
 import torch
 
-from ._rk import axpy, axpy_, coefficients, combine
+from ._rk import axpy, axpy_, coefficients, combine, scalar
 from ._tableau import ButcherTableau
 
 Scalar = Union[float, torch.Tensor]
@@ -35,9 +35,12 @@ def quartic_fit(
     h = torch.tensor(dt, dtype=y0.dtype, device=y0.device)
     y_mid = combine(y0, ks, tab.c_mid, coefficients(tab.c_mid, h, y0))
     f0, f1 = ks[0], ks[-1]
-    a = 2 * h * (f1 - f0) - 8 * (y1 + y0) + 16 * y_mid
-    b = h * (5 * f0 - 3 * f1) + 18 * y0 + 14 * y1 - 32 * y_mid
-    c = h * (f1 - 4 * f0) - 11 * y0 - 5 * y1 + 16 * y_mid
+    two, three, four, five, eight, eleven, fourteen, sixteen, eighteen, thirty_two = (
+        scalar(v, y0) for v in (2.0, 3.0, 4.0, 5.0, 8.0, 11.0, 14.0, 16.0, 18.0, 32.0)
+    )
+    a = two * h * (f1 - f0) - eight * (y1 + y0) + sixteen * y_mid
+    b = h * (five * f0 - three * f1) + eighteen * y0 + fourteen * y1 - thirty_two * y_mid
+    c = h * (f1 - four * f0) - eleven * y0 - five * y1 + sixteen * y_mid
     return [y0, h * f0, c, b, a]
 
 

@@ -57,6 +57,20 @@ def _subset(weights: tuple[float, ...], read: tuple[int, ...]) -> tuple[float, .
     return tuple(weights[i] for i in read)
 
 
+@functools.lru_cache(maxsize=256)
+def _constant(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
+def scalar(value: float, like: torch.Tensor) -> torch.Tensor | float:
+    """`value` as a cached 0-d tensor of `like`'s dtype when that is float32 or float64 (eagerly, an op with a
+    Python number first wraps it in a new tensor; the kernels convert it to that dtype either way, so the
+    result is the same), else the number itself."""
+    if like.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
+        return _constant(value, like.dtype, like.device)
+    return value
+
+
 def _chain(trees: Sequence[Tree | None]) -> Tree | None:
     """((t0 + t1) + t2) + ..., absent trees left out."""
     out: Tree | None = None
