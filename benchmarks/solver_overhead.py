@@ -1,12 +1,13 @@
 """Solver overhead: monode vs torchdiffeq (the named peer) on a batch-128 x dim-64 tanh MLP field.
 
 For each method (every adaptive method torchdiffeq also has; euler, midpoint, rk4) and time span, in one run:
-wall time, NFE, per-step overhead and efficiency (the field's cost / wall), forward only (no grad) and
-forward+backward (backprop through the solver), plus the adjoint for dopri5. The field's cost is measured in
-the same rounds as the solves: its bare call once per evaluation, with its backward when backpropagated, and
-call + vector-Jacobian product per backward evaluation of the adjoint. Per-step overhead = median over rounds
-of (solve - field's cost) / steps. rk4 is also compared with a plain hand-written RK4 loop. Ratios < 1 mean
-monode is cheaper.
+wall time, NFE, per-step overhead and efficiency (the field's time / wall), forward only (no grad) and
+forward+backward (backprop through the solver), plus the adjoint for dopri5. The field's time is what its
+calls take inside each solve (timed around every call, on CPU), plus, for each evaluation that is
+backpropagated (every one with backprop, the adjoint's backward ones), the backward part of a bare call
+measured in the same rounds. Per-step overhead = median over rounds of (solve - field's time) / steps;
+rounds interleave the two libraries, so that a machine whose speed drifts biases neither. rk4 is also
+compared with a plain hand-written RK4 loop. Ratios < 1 mean monode is cheaper.
 
     python benchmarks/solver_overhead.py [--threads 1] [--quick] [--device cuda] [--methods dopri5 dopri8]
 """
@@ -17,6 +18,7 @@ import argparse
 import functools
 import importlib
 import statistics
+import time
 
 import torch
 import torchdiffeq
@@ -66,7 +68,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     repeat = 5 if args.quick else 9
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    on_cpu = device.type == "cpu"  # (on CUDA, calls are asynchronous: the field's time is its bare cost)
+    sync = (lambda: None) if on_cpu else torch.cuda.synchronize
     timed = functools.partial(median_time, sync=sync)
     field = make_field().to(device)
     params = tuple(field.parameters())
@@ -75,13 +78,14 @@ def main() -> None:
     t0 = torch.tensor(0.0, device=device)
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads\n")
 
-    def field_cost(forward_calls: int, backward_calls: int) -> None:
-        """The field's own work in a solve: forward calls without graph, calls with their backward."""
-        with torch.no_grad():
-            for _ in range(forward_calls):
-                field(t0, y0)
-        for _ in range(backward_calls):
-            torch.autograd.grad(field(t0, y0g).sum(), (y0g, *params))
+    def bare(calls: int, backward: bool) -> None:
+        """`calls` bare calls of the field, without graph or each with its backward."""
+        for _ in range(calls):
+            if backward:
+                torch.autograd.grad(field(t0, y0g).sum(), (y0g, *params))
+            else:
+                with torch.no_grad():
+                    field(t0, y0)
 
     rows = []
     shared = importlib.import_module("torchdiffeq._impl.odeint").SOLVERS
@@ -94,28 +98,34 @@ def main() -> None:
             opts = None if step is None else dict(step_size=step)
             modes = [("fwd", False), ("fwd+bwd", False)] + ([("fwd+bwd adjoint", True)] if method == "dopri5" else [])
             for mode, adjoint in modes:
-                runs, nfes = {}, {}
+                runs, nfes, inside = {}, {}, {}
                 for name, lib in (("monode", monode), ("torchdiffeq", torchdiffeq)):
-                    calls = {"n": 0}
+                    calls = {"n": 0, "s": 0.0}
+                    inside[name] = []
 
                     def counted(tt, y, _c=calls):
+                        start = time.perf_counter()
+                        out = field(tt, y)
+                        _c["s"] += time.perf_counter() - start
                         _c["n"] += 1
-                        return field(tt, y)
+                        return out
 
                     solve = lib.odeint_adjoint if adjoint else lib.odeint
                     kw = dict(adjoint_params=params) if adjoint else {}
                     o = dict(opts, max_num_steps=10**6) if lib is monode and step is not None else opts
 
-                    def run(_solve=solve, _kw=kw, _o=o, _mode=mode, _c=calls):
+                    def run(_solve=solve, _f=counted, _kw=kw, _o=o, _mode=mode, _c=calls, _inside=inside[name]):
+                        _c["n"], _c["s"] = 0, 0.0
                         if _mode == "fwd":
                             with torch.no_grad():
-                                return _solve(counted, y0, t, rtol=1e-6, atol=1e-8, method=method, options=_o, **_kw)
-                        y = _solve(counted, y0g, t, rtol=1e-6, atol=1e-8, method=method, options=_o, **_kw)
-                        _c["fwd"] = _c["n"]
-                        return torch.autograd.grad(y[-1].square().sum(), (y0g, *params))
+                                _solve(_f, y0, t, rtol=1e-6, atol=1e-8, method=method, options=_o, **_kw)
+                        else:
+                            y = _solve(_f, y0g, t, rtol=1e-6, atol=1e-8, method=method, options=_o, **_kw)
+                            _c["fwd"] = _c["n"]
+                            torch.autograd.grad(y[-1].square().sum(), (y0g, *params))
+                        _inside.append(_c["s"])
 
                     with monode.record_stats() as st:
-                        calls["n"] = 0
                         run()
                         sync()
                     nfes[name] = (calls["n"], calls.get("fwd", calls["n"]))
@@ -123,24 +133,28 @@ def main() -> None:
                     if name == "monode":
                         steps = st.forward_steps + (st.backward_steps if adjoint else 0)
                 nfe, fwd_nfe = nfes["monode"]
-                # the field's own cost: a forward call per evaluation, with its backward when backpropagated;
-                # the adjoint's backward evaluations each make a call and its vector-Jacobian product
-                if mode == "fwd":
-                    calls_ = (nfe, 0)
-                elif adjoint:
-                    calls_ = (fwd_nfe, nfe - fwd_nfe)
-                else:
-                    calls_ = (0, nfe)
-                field_s, ours_s, peer_s = paired_times(
-                    [lambda c=calls_: field_cost(*c), runs["monode"], runs["torchdiffeq"]], repeat=repeat, sync=sync
-                )
+                backpropagated = 0 if mode == "fwd" else nfe - fwd_nfe if adjoint else nfe
+                probe = min(nfe, 50)  # bare calls per round, to price one call and one backward
+                fns = [runs["monode"], runs["torchdiffeq"]]
+                if backpropagated or not on_cpu:
+                    fns += [lambda n=probe: bare(n, False), lambda n=probe: bare(n, True)]
+                walls = paired_times(fns, repeat=repeat, sync=sync)
+                rounds = range(repeat)
+                bare_call = [walls[2][r] / probe for r in rounds] if len(walls) > 2 else [0.0] * repeat
+                bare_backward = [(walls[3][r] - walls[2][r]) / probe for r in rounds] if len(walls) > 2 else bare_call
 
-                def per_step(walls: list[float]) -> float:
+                def field_time(name: str, r: int) -> float:
+                    calls_inside = inside[name][-repeat:][r] if on_cpu else nfe * bare_call[r]
+                    return calls_inside + backpropagated * max(bare_backward[r], 0.0)
+
+                def per_step(i: int, name: str) -> float:
                     # same algorithm and step control in both: same steps per evaluation
-                    return statistics.median(max(w - f, 0.0) for w, f in zip(walls, field_s)) / max(steps, 1)
+                    return statistics.median(max(walls[i][r] - field_time(name, r), 0.0) for r in rounds) / steps
 
-                ours, peer = per_step(ours_s), per_step(peer_s)
-                cost, wall, wall_peer = (statistics.median(x) for x in (field_s, ours_s, peer_s))
+                ours, peer = per_step(0, "monode"), per_step(1, "torchdiffeq")
+                wall, wall_peer = statistics.median(walls[0]), statistics.median(walls[1])
+                cost = statistics.median(field_time("monode", r) for r in rounds)
+                cost_peer = statistics.median(field_time("torchdiffeq", r) for r in rounds)
                 rows.append(
                     [
                         f"[0,{span:g}]",
@@ -154,7 +168,7 @@ def main() -> None:
                         peer * 1e6,
                         ours / max(peer, 1e-12),
                         cost / wall,
-                        cost / wall_peer,
+                        cost_peer / wall_peer,
                     ]
                 )
     print_table(

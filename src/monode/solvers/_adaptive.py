@@ -188,18 +188,21 @@ class AdaptiveRungeKutta:
         (one more evaluation); d0, d1 are the scaled norms of y0 and f0."""
         f0 = func(t0, y0)
         with torch.no_grad():
-            scale = y0.abs() * self.rtol + atol
+            c = functools.partial(scalar, like=y0)  # constants as cached tensors (the same arithmetic)
+            atol = c(atol) if isinstance(atol, float) else atol
+            scale = (y0.abs() * c(self.rtol)).add_(atol)
             d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)
-            h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
-            f1 = func(t0 + direction * h0, y0 + (direction * h0) * f0)
+            h0 = torch.where((d0 < c(1e-5)) | (d1 < c(1e-5)), c(1e-6), c(0.01) * d0 / d1)
+            step = c(direction) * h0
+            f1 = func(t0 + step, y0 + step * f0)
             d2 = self.norm((f1 - f0) / scale) / h0
-            d2 = torch.where(torch.isfinite(d2), d2, 0.0)  # NaN/Inf just after t0: the loop shrinks the step
+            d2 = torch.where(torch.isfinite(d2), d2, c(0.0))  # NaN/Inf just after t0: the loop shrinks the step
             h1 = torch.where(
-                (d1 <= 1e-15) & (d2 <= 1e-15),
-                torch.clamp(h0 * 1e-3, min=1e-6),
-                (0.01 / torch.maximum(d1, d2)) ** (1.0 / self.tableau.order),
+                (d1 <= c(1e-15)) & (d2 <= c(1e-15)),
+                torch.clamp(h0 * c(1e-3), min=1e-6),
+                (c(0.01) / torch.maximum(d1, d2)) ** (1.0 / self.tableau.order),
             )
-            return f0, torch.stack([torch.minimum(100 * h0, h1), d0, d1])
+            return f0, torch.stack([torch.minimum(c(100.0) * h0, h1), d0, d1])
 
     def _trial(
         self, func: Callable, clock: Clock, t: float, dt: float, t1: float, y: torch.Tensor, f: torch.Tensor

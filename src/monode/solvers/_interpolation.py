@@ -46,14 +46,20 @@ def quartic_fit(
 
 def polynomial(coefficients: list[torch.Tensor], x: Scalar) -> torch.Tensor:
     """sum_i coefficients[i] x^i at the position x in [0, 1] (x in the coefficients' dtype, powers formed as
-    successive products, as torchdiffeq evaluates its dense output)."""
+    successive products, as torchdiffeq evaluates its dense output; at x = 1, a step's end, every product is
+    exact, so the terms are just added)."""
     like = coefficients[0]
+    if isinstance(x, float) and x == 1.0:
+        total = coefficients[0] + coefficients[1]
+        for coefficient in coefficients[2:]:
+            total.add_(coefficient)
+        return total
     x = x.to(like.dtype) if isinstance(x, torch.Tensor) else torch.tensor(x, dtype=like.dtype, device=like.device)
     total = coefficients[0] + x * coefficients[1]
     power = x
     for coefficient in coefficients[2:]:
         power = power * x
-        total = total + power * coefficient
+        total.add_(power * coefficient)
     return total
 
 
