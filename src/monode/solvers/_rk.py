@@ -53,11 +53,6 @@ def _nonzero(weights: tuple[float, ...]) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=256)
-def _subset(weights: tuple[float, ...], read: tuple[int, ...]) -> tuple[float, ...]:
-    return tuple(weights[i] for i in read)
-
-
-@functools.lru_cache(maxsize=256)
 def _constant(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.tensor(value, dtype=dtype, device=device)
 
@@ -141,35 +136,46 @@ def _program(weights: tuple[float, ...], dtype: torch.dtype, device: torch.devic
     return None if tree is None else tuple(_postfix(tree, weights))
 
 
-def coefficients(
-    weights: tuple[float, ...], dt: Scalar, like: torch.Tensor, read: tuple[int, ...] | None = None
-) -> list[torch.Tensor | None]:
-    """w * dt (w rounded to the state's dtype first) as 0-d tensors, formed in one op, for the weights a step
-    reads (`read`; default: the nonzero ones), None for the others: what the sums multiply the stages by."""
-    read = _nonzero(weights) if read is None else read
-    used = _subset(weights, read)
-    if torch.compiler.is_compiling():  # a constant of the graph
-        w = torch.tensor(used, dtype=like.dtype, device=like.device)
-    else:
-        w = _weights(used, like.dtype, like.device)
-    out: list[torch.Tensor | None] = [None] * len(weights)
-    for i, value in zip(read, (w * dt).unbind()):
+def _scaled(size: int, read: tuple[int, ...], weights: torch.Tensor, dt: Scalar) -> list[torch.Tensor | None]:
+    out: list[torch.Tensor | None] = [None] * size
+    for i, value in zip(read, (weights * dt).unbind()):
         out[i] = value
     return out
 
 
-def weighted_sum(
-    ks: Sequence[torch.Tensor], weights: tuple[float, ...], scaled: Sequence[torch.Tensor | None], offset: int = 0
+def coefficients(weights: tuple[float, ...], dt: Scalar, like: torch.Tensor) -> list[torch.Tensor | None]:
+    """w * dt (w rounded to the state's dtype first) as 0-d tensors, formed in one op, for the nonzero
+    weights, None for the others: what a sum multiplies the stages by."""
+    read = _nonzero(weights)
+    used = tuple(weights[i] for i in read)
+    if torch.compiler.is_compiling():  # a constant of the graph
+        return _scaled(len(weights), read, torch.tensor(used, dtype=like.dtype, device=like.device), dt)
+    return _scaled(len(weights), read, _weights(used, like.dtype, like.device), dt)
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(
+    tab: ButcherTableau, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, tuple[tuple[int, ...] | None, ...]]:
+    """(the weights a step of `tab` reads as a tensor, the summation program of each row of tab.a)."""
+    weights = torch.tensor([tab.weights[i] for i in tab.read], dtype=dtype, device=device)
+    return weights, tuple(_program(row, dtype, device) for row in tab.a)
+
+
+def _sum(
+    ks: Sequence[torch.Tensor],
+    n: int,
+    program: tuple[int, ...] | None,
+    scaled: Sequence[torch.Tensor | None],
+    offset: int,
 ) -> torch.Tensor:
-    """sum_j ks[j] scaled[offset + j] over the first len(weights) stages, where scaled[offset:] are `weights`
-    times dt (`coefficients`; None for a zero weight): torch.sum of the products, as torchdiffeq forms it. A
-    new tensor."""
+    """sum_j ks[j] scaled[offset + j] over the first n stages, added in `program`'s order (torch.sum's) or, when
+    that is unknown, as torch.sum over the stacked products. A new tensor."""
     like = ks[0]
-    program = None if torch.compiler.is_compiling() else _program(weights, like.dtype, like.device)
     if program is None:
         zero = like.new_zeros(())
-        terms = [zero if c is None else c for c in scaled[offset : offset + len(weights)]]
-        return (torch.stack(list(ks[: len(terms)]), dim=-1) * torch.stack(terms)).sum(dim=-1)
+        factors = [zero if c is None else c for c in scaled[offset : offset + n]]
+        return (torch.stack(list(ks[:n]), dim=-1) * torch.stack(factors)).sum(dim=-1)
     if not program:
         return torch.zeros_like(like)
     stack: list[torch.Tensor] = []
@@ -180,6 +186,17 @@ def weighted_sum(
         else:
             stack.append(ks[j] * scaled[offset + j])  # type: ignore[operator]
     return stack[0]
+
+
+def weighted_sum(
+    ks: Sequence[torch.Tensor], weights: tuple[float, ...], scaled: Sequence[torch.Tensor | None], offset: int = 0
+) -> torch.Tensor:
+    """sum_j ks[j] scaled[offset + j] over the first len(weights) stages, where scaled[offset:] are `weights`
+    times dt (`coefficients`; None for a zero weight): torch.sum of the products, as torchdiffeq forms it. A
+    new tensor."""
+    like = ks[0]
+    program = None if torch.compiler.is_compiling() else _program(weights, like.dtype, like.device)
+    return _sum(ks, len(weights), program, scaled, offset)
 
 
 def combine(
@@ -198,11 +215,19 @@ def rk_step(
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
     """One explicit RK step from (times[0], y) with f0 = func(times[0], y): (y1, the stages [f0, k1, ...], the
     tableau's weights times dt, `tab.weights`, as read by the step)."""
-    scaled = coefficients(tab.weights, dt, y, tab.read)
+    if torch.compiler.is_compiling():  # constants of the graph
+        read = torch.tensor([tab.weights[i] for i in tab.read], dtype=y.dtype, device=y.device)
+        programs: tuple[tuple[int, ...] | None, ...] = (None,) * tab.stages
+    else:
+        read, programs = _plan(tab, y.dtype, y.device)
+    scaled = _scaled(len(tab.weights), tab.read, read, dt)
     ks = [f0]
     y_stage = y
     for j in range(1, tab.stages):
-        y_stage = combine(y, ks, tab.a[j], scaled, tab.offsets[j])
+        y_stage = _sum(ks, j, programs[j], scaled, tab.offsets[j]).add_(y)
         ks.append(func(times[j], y_stage))
-    y1 = y_stage if tab.last_is_solution else combine(y, ks, tab.b, scaled, tab.offsets[tab.stages])
+    if not tab.last_is_solution:
+        y1 = combine(y, ks, tab.b, scaled, tab.offsets[tab.stages])
+    else:
+        y1 = y_stage
     return y1, ks, scaled

@@ -32,6 +32,7 @@ class ButcherTableau:
     weights: tuple[float, ...] = dataclasses.field(init=False, repr=False, compare=False)
     offsets: tuple[int, ...] = dataclasses.field(init=False, repr=False, compare=False)
     read: tuple[int, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _hash: int = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         s = len(self.c)
@@ -50,6 +51,11 @@ class ButcherTableau:
         b_row = range(offsets[s], offsets[s] + s) if self.last_is_solution else range(0)
         read = tuple(i for i, w in enumerate(self.weights) if w != 0.0 and i not in b_row)
         object.__setattr__(self, "read", read)
+        key = (self.c, self.a, self.b, self.order, self.b_error, self.c_mid, self.fsal)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __hash__(self) -> int:  # once: the generated hash would re-hash every coefficient at each lookup
+        return self._hash
 
     @property
     def stages(self) -> int:
