@@ -166,7 +166,7 @@ def main() -> None:
                         wall_peer * 1e3,
                         ours * 1e6,
                         peer * 1e6,
-                        ours / max(peer, 1e-12),
+                        ours / peer if ours > 0 and peer > 0 else "-",  # (below the timing's resolution)
                         cost / wall,
                         cost_peer / wall_peer,
                     ]
