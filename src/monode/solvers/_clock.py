@@ -67,9 +67,7 @@ class Clock:
 
     def values(self, values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
         """The times `values` as one tensor of the state's dtype."""
-        if self.t is None:  # (naming the CPU device costs as much again as making the tensor)
-            if like.device.type == "cpu":
-                return torch.tensor(values, dtype=like.dtype)
+        if self.t is None:
             return torch.tensor(values, dtype=like.dtype, device=like.device)
         offsets = torch.tensor([v - self.start for v in values], dtype=like.dtype, device=like.device)
         return self.t[0].to(like.dtype) + offsets

@@ -107,10 +107,11 @@ def _summation(n: int, dtype: torch.dtype, device: torch.device) -> Tree | None:
     """The order in which `torch.sum` adds n terms along a contiguous last dimension of `dtype` on `device`
     (it depends on the CPU's vector width), found by comparing candidate orders with torch.sum on random
     terms of spread magnitudes; None if none agrees to the last bit."""
-    generator = torch.Generator().manual_seed(n)
-    terms = torch.randn(4096, n, dtype=torch.float64, generator=generator)
-    terms = (terms * torch.exp(3 * torch.randn(4096, n, dtype=torch.float64, generator=generator))).to(dtype)
-    terms = terms.to(device)
+    cpu = torch.device("cpu")  # (explicitly: not the default device, which a user may have set elsewhere)
+    generator = torch.Generator(device=cpu).manual_seed(n)
+    terms = torch.randn(4096, n, dtype=torch.float64, generator=generator, device=cpu)
+    spread = torch.exp(3 * torch.randn(4096, n, dtype=torch.float64, generator=generator, device=cpu))
+    terms = (terms * spread).to(dtype=dtype, device=device)
     reference = terms.sum(dim=-1)
     for tree in _candidates(n):
         if torch.equal(_evaluate(tree, lambda j: terms[:, j]), reference):
