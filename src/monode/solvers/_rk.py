@@ -3,10 +3,11 @@
 Arithmetic is torchdiffeq's, operation for operation, so that values agree to the last bit where its
 kernels allow and step control (which divides an error estimate that is a small difference of stages by
 the tolerance) takes the same decisions, also in float32: a linear combination y + dt sum_j w_j k_j is
-formed as the products k_j * (w_j dt) (coefficients rounded to the state's dtype first), summed as
-`torch.sum` over the stacked stages sums them, then added to y. Eagerly the products are added one by one
-in the order `torch.sum` adds them (`_summation`), which needs no stacked copy of the stages; terms with a
-zero weight are skipped. Under torch.compile, or where that order is not known, the stages are stacked.
+formed as the products k_j * (w_j dt) (coefficients rounded to the state's dtype first), added in the
+order in which `torch.sum` over the stacked stages adds them, then added to y. Eagerly the products are
+added one by one in that order (found by `_summation`), which needs no stacked copy of the stages; terms
+with a zero weight are skipped. Under torch.compile, or where that order is not known (it is probed on the
+state's device), the products are stacked and summed by `torch.sum` itself.
 
 `dt` is a Python float eagerly, or a 0-d tensor (under options['compile'], so a graph is not specialised
 on its value, or when gradients with respect to t are taken); the same code serves both.
