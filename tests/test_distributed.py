@@ -36,7 +36,7 @@ def metrics(run: Path) -> list[dict]:
     ]
 
 
-EPOCHS = "6"
+EPOCHS = "4"
 
 
 @pytest.mark.slow
