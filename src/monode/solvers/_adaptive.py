@@ -35,7 +35,7 @@ from ._fixed import DEFAULT_MAX_NUM_STEPS
 from ._inputs import check_max_num_steps, check_positive, time_tensor
 from ._interpolation import polynomial, quartic_fit
 from ._nonfinite import NonFiniteTrials
-from ._rk import Scalar, rk_step, scalar, weighted_sum
+from ._rk import Scalar, rk_step, row_sum, scalar
 from ._stats import SolverStats
 from ._tableau import ButcherTableau
 
@@ -175,9 +175,8 @@ class AdaptiveRungeKutta:
         y1, ks, scaled = rk_step(func, tab, times, dt, y, f0)
         with torch.no_grad():
             assert tab.b_error is not None
-            err = weighted_sum(ks, tab.b_error, scaled, tab.offsets[tab.stages + 1])
-            atol = scalar(atol, y) if isinstance(atol, float) else atol
-            tol = torch.maximum(y.abs(), y1.abs()).mul_(scalar(self.rtol, y)).add_(atol)
+            err = row_sum(ks, tab, tab.stages + 1, scaled)
+            tol = torch.maximum(y.abs(), y1.abs()).mul_(scalar(self.rtol, y)).add_(scalar(atol, y))
             ratio = self.norm(err.div_(tol))
         return y1, ks, ratio
 
@@ -189,8 +188,7 @@ class AdaptiveRungeKutta:
         f0 = func(t0, y0)
         with torch.no_grad():
             c = functools.partial(scalar, like=y0)  # constants as cached tensors (the same arithmetic)
-            atol = c(atol) if isinstance(atol, float) else atol
-            scale = (y0.abs() * c(self.rtol)).add_(atol)
+            scale = (y0.abs() * c(self.rtol)).add_(c(atol))
             d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)
             h0 = torch.where((d0 < c(1e-5)) | (d1 < c(1e-5)), c(1e-6), c(0.01) * d0 / d1)
             step = c(direction) * h0

@@ -224,10 +224,15 @@ def prepare(func: Func, y0: Any, t: Any) -> Problem:
 _NARROW = (torch.float16, torch.bfloat16)
 
 
+def _squares(x: torch.Tensor) -> torch.Tensor:
+    """x^2 (torchdiffeq's |x|^2, the same to the bit), in float32 for half-precision states, whose squares
+    overflow above 256."""
+    return (x.float() if x.dtype in _NARROW else x).pow(2)
+
+
 def _rms(x: torch.Tensor) -> torch.Tensor:
-    """torchdiffeq's RMS norm, in its arithmetic (the error ratio decides steps, so rounding matters; its
-    |x|^2 is x^2 to the bit); in float32 for half-precision states, whose squares overflow above 256."""
-    return (x.float() if x.dtype in _NARROW else x).pow(2).mean().sqrt()
+    """torchdiffeq's RMS norm, in its arithmetic (the error ratio decides steps, so rounding matters)."""
+    return _squares(x).mean().sqrt()
 
 
 def segment_rms_max(x: torch.Tensor, segments: Sequence[tuple[int, int]] | None) -> torch.Tensor:
@@ -237,7 +242,7 @@ def segment_rms_max(x: torch.Tensor, segments: Sequence[tuple[int, int]] | None)
     averaged in one call, row by row."""
     if segments is None or len(segments) == 1:
         return _rms(x)
-    squares = (x.float() if x.dtype in _NARROW else x).pow(2)
+    squares = _squares(x)
     sizes = [b - a for a, b in segments]
     tiled = (
         segments[0][0] == 0

@@ -58,10 +58,12 @@ def _constant(value: float, dtype: torch.dtype, device: torch.device) -> torch.T
     return torch.tensor(value, dtype=dtype, device=device)
 
 
-def scalar(value: float, like: torch.Tensor) -> torch.Tensor | float:
-    """`value` as a cached 0-d tensor of `like`'s dtype when that is float32 or float64 (eagerly, an op with a
-    Python number first wraps it in a new tensor; the kernels convert it to that dtype either way, so the
-    result is the same), else the number itself."""
+def scalar(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor | float:
+    """A number `value` as a cached 0-d tensor of `like`'s dtype when that is float32 or float64 (eagerly, an op
+    with a Python number first wraps it in a new tensor; the kernels convert it to that dtype either way, so
+    the result is the same), else the number itself; a tensor `value` as it is."""
+    if isinstance(value, torch.Tensor):
+        return value
     if like.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
         return _constant(value, like.dtype, like.device)
     return value
@@ -159,9 +161,18 @@ def coefficients(weights: tuple[float, ...], dt: Scalar, like: torch.Tensor) -> 
 def _plan(
     tab: ButcherTableau, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, tuple[tuple[int, ...] | None, ...]]:
-    """(the weights a step of `tab` reads as a tensor, the summation program of each row of tab.a)."""
+    """(the weights a step of `tab` reads as a tensor, the summation program of each of tab.rows)."""
     weights = torch.tensor([tab.weights[i] for i in tab.read], dtype=dtype, device=device)
-    return weights, tuple(_program(row, dtype, device) for row in tab.a)
+    return weights, tuple(_program(row, dtype, device) for row in tab.rows)
+
+
+def _step_plan(tab: ButcherTableau, like: torch.Tensor) -> tuple[torch.Tensor, tuple[tuple[int, ...] | None, ...]]:
+    """`_plan` for a state like `like`; under torch.compile the weights are a constant of the graph and every
+    sum is stacked."""
+    if torch.compiler.is_compiling():
+        weights = torch.tensor([tab.weights[i] for i in tab.read], dtype=like.dtype, device=like.device)
+        return weights, (None,) * len(tab.rows)
+    return _plan(tab, like.dtype, like.device)
 
 
 def _sum(
@@ -212,24 +223,28 @@ def combine(
     return weighted_sum(ks, weights, scaled, offset).add_(base)
 
 
+def row_sum(
+    ks: Sequence[torch.Tensor], tab: ButcherTableau, row: int, scaled: Sequence[torch.Tensor | None]
+) -> torch.Tensor:
+    """sum_j ks[j] w_j dt for the weights w of tab.rows[row] (a[row]; b at tab.stages, b_error after it), with
+    `scaled` from `rk_step`. A new tensor."""
+    weights = tab.rows[row]
+    return _sum(ks, len(weights), _step_plan(tab, ks[0])[1][row], scaled, tab.offsets[row])
+
+
 def rk_step(
     func: Field, tab: ButcherTableau, times: Sequence[torch.Tensor], dt: Scalar, y: torch.Tensor, f0: torch.Tensor
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
     """One explicit RK step from (times[0], y) with f0 = func(times[0], y): (y1, the stages [f0, k1, ...], the
     tableau's weights times dt, `tab.weights`, as read by the step)."""
-    if torch.compiler.is_compiling():  # constants of the graph
-        read = torch.tensor([tab.weights[i] for i in tab.read], dtype=y.dtype, device=y.device)
-        programs: tuple[tuple[int, ...] | None, ...] = (None,) * tab.stages
-    else:
-        read, programs = _plan(tab, y.dtype, y.device)
+    read, programs = _step_plan(tab, y)
     scaled = _scaled(len(tab.weights), tab.read, read, dt)
     ks = [f0]
     y_stage = y
     for j in range(1, tab.stages):
         y_stage = _sum(ks, j, programs[j], scaled, tab.offsets[j]).add_(y)
         ks.append(func(times[j], y_stage))
-    if not tab.last_is_solution:
-        y1 = combine(y, ks, tab.b, scaled, tab.offsets[tab.stages])
-    else:
-        y1 = y_stage
-    return y1, ks, scaled
+    if tab.last_is_solution:
+        return y_stage, ks, scaled
+    s = tab.stages
+    return _sum(ks, s, programs[s], scaled, tab.offsets[s]).add_(y), ks, scaled

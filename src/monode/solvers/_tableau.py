@@ -15,10 +15,10 @@ class ButcherTableau:
     output) and may reuse the last stage as the next step's first (`fsal`): for a first-same-as-last
     pair it is f(t + dt, y_next); for fehlberg2 and adaptive_heun it is torchdiffeq's reuse of the slope
     at the embedded solution. `last_is_solution` (derived): the last stage's input is the solution
-    (first-same-as-last), so a step needs no extra sum for it. `weights` (derived): a[1], ..., a[s-1], b
-    and b_error in one tuple, row j starting at `offsets[j]` (b at s, b_error at s + 1), so that a step
-    multiplies them all by dt at once; `read` (derived): the positions in `weights` a step reads (the
-    nonzero ones, b's only when the solution is not the last stage's input).
+    (first-same-as-last), so a step needs no extra sum for it. `rows` (derived): a[0], ..., a[s-1], b and
+    b_error; `weights` (derived): the same in one tuple, row j starting at `offsets[j]` (b at s, b_error at
+    s + 1), so that a step multiplies them all by dt at once; `read` (derived): the positions in `weights` a
+    step reads (the nonzero ones, b's only when the solution is not the last stage's input).
     """
 
     c: tuple[float, ...]
@@ -29,6 +29,7 @@ class ButcherTableau:
     c_mid: tuple[float, ...] | None = None
     fsal: bool = False
     last_is_solution: bool = dataclasses.field(init=False, repr=False, compare=False)
+    rows: tuple[tuple[float, ...], ...] = dataclasses.field(init=False, repr=False, compare=False)
     weights: tuple[float, ...] = dataclasses.field(init=False, repr=False, compare=False)
     offsets: tuple[int, ...] = dataclasses.field(init=False, repr=False, compare=False)
     read: tuple[int, ...] = dataclasses.field(init=False, repr=False, compare=False)
@@ -44,8 +45,9 @@ class ButcherTableau:
             if abs(sum(row) - self.c[j]) > 1e-12:
                 raise ValueError(f"row {j} of a sums to {sum(row)}, but c[{j}] = {self.c[j]}")
         object.__setattr__(self, "last_is_solution", self.fsal and self.a[-1] == self.b[: len(self.a[-1])])
-        rows = [*self.a, self.b, *([self.b_error] if self.b_error is not None else [])]
+        rows = (*self.a, self.b, *([self.b_error] if self.b_error is not None else []))
         offsets = [sum(len(row) for row in rows[:j]) for j in range(len(rows))]
+        object.__setattr__(self, "rows", rows)
         object.__setattr__(self, "weights", tuple(w for row in rows for w in row))
         object.__setattr__(self, "offsets", tuple(offsets))
         b_row = range(offsets[s], offsets[s] + s) if self.last_is_solution else range(0)
