@@ -4,6 +4,8 @@ tested here without edits."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import importlib
 import math
 import warnings
@@ -11,6 +13,7 @@ import warnings
 import pytest
 import torch
 
+import monode
 from monode import METHODS, ODEInputError, odeint, record_stats
 from problems import HarmonicOscillator
 
@@ -64,6 +67,62 @@ def test_solution_and_nfe_equal_torchdiffeq(method: str, dtype: torch.dtype, dir
         assert nfe == ref_nfe, (rtol, nfe, ref_nfe)
         atol = 0.0 if method not in FIXED else 1e-12 if dtype == torch.float64 else 5e-6
         torch.testing.assert_close(ours, ref, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("method", sorted(set(SHARED) - set(FIXED) - {"scipy_solver"}))
+def test_first_step_equals_torchdiffeqs_bit_for_bit(method: str, dtype: torch.dtype) -> None:
+    """The initial step (Hairer-Norsett-Wanner) decides every later step: over fields and states of many scales, it
+    is torchdiffeq's to the bit (its `0.01 / x` is reciprocal(x) * 0.01, which rounds differently from a division)."""
+    from torchdiffeq._impl.misc import _rms_norm, _select_initial_step
+
+    order = importlib.import_module("torchdiffeq._impl.odeint").SOLVERS[method].order
+    solver = METHODS[method](rtol=1e-5, atol=1e-7, norm=_rms_norm)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(60):
+        scale, speed = torch.exp(4 * torch.randn(2, generator=generator, dtype=torch.float64)).tolist()
+        y0 = (scale * torch.randn(4, 5, generator=generator, dtype=torch.float64)).to(dtype)
+        weight = (speed * torch.randn(5, 5, generator=generator, dtype=torch.float64)).to(dtype)
+
+        def f(t: torch.Tensor, y: torch.Tensor, weight: torch.Tensor = weight) -> torch.Tensor:
+            return torch.tanh(y @ weight) * (1 + t)
+
+        t0 = torch.tensor(0.0, dtype=dtype)
+        with torch.no_grad():
+            f0, ours = solver.start(f, t0, y0, 1.0, 1e-7)
+            ref = _select_initial_step(f, t0, y0, order - 1, 1e-5, 1e-7, _rms_norm, f0=f0)
+        assert float(ours[0]) == float(ref), (scale, speed)
+
+
+@pytest.mark.parametrize("method", sorted(set(SHARED) - set(FIXED) - {"scipy_solver"}))
+def test_solves_nested_in_func_and_in_threads_equal_torchdiffeq(method: str) -> None:
+    """A step's scratch (the tableau's weights times dt, reused between steps without autograd) is never shared:
+    a field that itself solves with the same method, and solves running in several threads at once, give
+    torchdiffeq's bits."""
+    inner_f, span = Net(torch.float32), torch.tensor([0.0, 0.2])
+    net = Net(torch.float32)  # (built here, not in the threads: Net seeds the global generator)
+    t = torch.tensor([0.0, 0.4, 1.0])
+
+    def nested(lib):
+        def f(t, y):  # y' = z(0.2) - y, z solving z' = g(z) from z(0) = y
+            return lib.odeint(inner_f, y, span, rtol=1e-4, atol=1e-6, method=method)[-1] - y
+
+        return f
+
+    def solve(lib, seed: int) -> torch.Tensor:
+        with torch.no_grad():
+            y = torch.randn(64, 6, generator=torch.Generator().manual_seed(seed))
+            return lib.odeint(net, y, t, rtol=1e-4, atol=1e-6, method=method)
+
+    y0 = torch.randn(5, 6, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ours = odeint(nested(monode), y0, t[:2], rtol=1e-4, atol=1e-6, method=method)
+        ref = torchdiffeq.odeint(nested(torchdiffeq), y0, t[:2], rtol=1e-4, atol=1e-6, method=method)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(functools.partial(solve, monode), range(4)))
+    for seed, ours in enumerate(threaded):
+        torch.testing.assert_close(ours, solve(torchdiffeq, seed), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("method", SHARED)

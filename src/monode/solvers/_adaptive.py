@@ -35,7 +35,7 @@ from ._fixed import DEFAULT_MAX_NUM_STEPS
 from ._inputs import check_max_num_steps, check_positive, time_tensor
 from ._interpolation import polynomial, quartic_fit
 from ._nonfinite import NonFiniteTrials
-from ._rk import Scalar, rk_step, row_sum, scalar
+from ._rk import Scalar, rk_step, scalar
 from ._stats import SolverStats
 from ._tableau import ButcherTableau
 
@@ -171,11 +171,9 @@ class AdaptiveRungeKutta:
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """(y1, stages, error ratio as a 0-d tensor) of the trial step dt from y at times[0], with stage times
         `times` and f0 = func(times[0], y). The ratio is NaN if any stage is NaN/Inf (the tolerance holds |y1|)."""
-        tab = self.tableau
-        y1, ks, scaled = rk_step(func, tab, times, dt, y, f0)
+        y1, ks, err = rk_step(func, self.tableau, times, dt, y, f0, error=True)
+        assert err is not None
         with torch.no_grad():
-            assert tab.b_error is not None
-            err = row_sum(ks, tab, tab.stages + 1, scaled)
             tol = torch.maximum(y.abs(), y1.abs()).mul_(scalar(self.rtol, y)).add_(scalar(atol, y))
             ratio = self.norm(err.div_(tol))
         return y1, ks, ratio
@@ -198,7 +196,7 @@ class AdaptiveRungeKutta:
             h1 = torch.where(
                 (d1 <= c(1e-15)) & (d2 <= c(1e-15)),
                 torch.clamp(h0 * c(1e-3), min=1e-6),
-                (c(0.01) / torch.maximum(d1, d2)) ** (1.0 / self.tableau.order),
+                (torch.maximum(d1, d2).reciprocal() * c(0.01)) ** (1.0 / self.tableau.order),  # torchdiffeq's 0.01 / x
             )
             return f0, torch.stack([torch.minimum(c(100.0) * h0, h1), d0, d1])
 

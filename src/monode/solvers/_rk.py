@@ -140,9 +140,11 @@ def _program(weights: tuple[float, ...], dtype: torch.dtype, device: torch.devic
     return None if tree is None else tuple(_postfix(tree, weights))
 
 
-def _scaled(size: int, read: tuple[int, ...], weights: torch.Tensor, dt: Scalar) -> list[torch.Tensor | None]:
+def _scaled(size: int, read: tuple[int, ...], values: torch.Tensor) -> list[torch.Tensor | None]:
+    """`values` (the weights at the positions `read`, times dt) as 0-d tensors at those positions of a list of
+    `size`, None elsewhere."""
     out: list[torch.Tensor | None] = [None] * size
-    for i, value in zip(read, (weights * dt).unbind()):
+    for i, value in zip(read, values.unbind()):
         out[i] = value
     return out
 
@@ -153,25 +155,50 @@ def coefficients(weights: tuple[float, ...], dt: Scalar, like: torch.Tensor) -> 
     read = _nonzero(weights)
     used = tuple(weights[i] for i in read)
     if torch.compiler.is_compiling():  # a constant of the graph
-        return _scaled(len(weights), read, torch.tensor(used, dtype=like.dtype, device=like.device), dt)
-    return _scaled(len(weights), read, _weights(used, like.dtype, like.device), dt)
+        return _scaled(len(weights), read, torch.tensor(used, dtype=like.dtype, device=like.device) * dt)
+    return _scaled(len(weights), read, _weights(used, like.dtype, like.device) * dt)
+
+
+class _Plan:
+    """What a step of one tableau needs for one dtype and device: the weights it reads as a tensor, the
+    summation program of each of tab.rows (None: stacked), and spare buffers for those weights times dt."""
+
+    def __init__(self, tab: ButcherTableau, weights: torch.Tensor, programs: tuple[tuple[int, ...] | None, ...]):
+        self.tab, self.weights, self.programs = tab, weights, programs
+        self._spare: list[tuple[torch.Tensor, list[torch.Tensor | None]]] = []
+
+    def scaled(self, dt: Scalar) -> tuple[list[torch.Tensor | None], tuple | None]:
+        """(the weights times dt as 0-d tensors at their positions in tab.weights, None for the unread ones;
+        the buffer they live in, to `release` after the step, or None). Without autograd and for a float dt
+        they are views of a buffer filled in one op; otherwise new tensors (autograd saves them)."""
+        tab = self.tab
+        if torch.is_grad_enabled() or isinstance(dt, torch.Tensor) or torch.compiler.is_compiling():
+            return _scaled(len(tab.weights), tab.read, self.weights * dt), None
+        try:
+            buffer = self._spare.pop()  # (atomic: a solve in another thread, or nested in func, takes another)
+        except IndexError:
+            values = torch.empty_like(self.weights)
+            buffer = (values, _scaled(len(tab.weights), tab.read, values))
+        torch.mul(self.weights, dt, out=buffer[0])
+        return buffer[1], buffer
+
+    def release(self, buffer: tuple | None) -> None:
+        if buffer is not None:
+            self._spare.append(buffer)
 
 
 @functools.lru_cache(maxsize=64)
-def _plan(
-    tab: ButcherTableau, dtype: torch.dtype, device: torch.device
-) -> tuple[torch.Tensor, tuple[tuple[int, ...] | None, ...]]:
-    """(the weights a step of `tab` reads as a tensor, the summation program of each of tab.rows)."""
+def _plan(tab: ButcherTableau, dtype: torch.dtype, device: torch.device) -> _Plan:
     weights = torch.tensor([tab.weights[i] for i in tab.read], dtype=dtype, device=device)
-    return weights, tuple(_program(row, dtype, device) for row in tab.rows)
+    return _Plan(tab, weights, tuple(_program(row, dtype, device) for row in tab.rows))
 
 
-def _step_plan(tab: ButcherTableau, like: torch.Tensor) -> tuple[torch.Tensor, tuple[tuple[int, ...] | None, ...]]:
+def _step_plan(tab: ButcherTableau, like: torch.Tensor) -> _Plan:
     """`_plan` for a state like `like`; under torch.compile the weights are a constant of the graph and every
     sum is stacked."""
     if torch.compiler.is_compiling():
         weights = torch.tensor([tab.weights[i] for i in tab.read], dtype=like.dtype, device=like.device)
-        return weights, (None,) * len(tab.rows)
+        return _Plan(tab, weights, (None,) * len(tab.rows))
     return _plan(tab, like.dtype, like.device)
 
 
@@ -223,28 +250,32 @@ def combine(
     return weighted_sum(ks, weights, scaled, offset).add_(base)
 
 
-def row_sum(
-    ks: Sequence[torch.Tensor], tab: ButcherTableau, row: int, scaled: Sequence[torch.Tensor | None]
-) -> torch.Tensor:
-    """sum_j ks[j] w_j dt for the weights w of tab.rows[row] (a[row]; b at tab.stages, b_error after it), with
-    `scaled` from `rk_step`. A new tensor."""
-    weights = tab.rows[row]
-    return _sum(ks, len(weights), _step_plan(tab, ks[0])[1][row], scaled, tab.offsets[row])
-
-
 def rk_step(
-    func: Field, tab: ButcherTableau, times: Sequence[torch.Tensor], dt: Scalar, y: torch.Tensor, f0: torch.Tensor
-) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
-    """One explicit RK step from (times[0], y) with f0 = func(times[0], y): (y1, the stages [f0, k1, ...], the
-    tableau's weights times dt, `tab.weights`, as read by the step)."""
-    read, programs = _step_plan(tab, y)
-    scaled = _scaled(len(tab.weights), tab.read, read, dt)
-    ks = [f0]
-    y_stage = y
-    for j in range(1, tab.stages):
-        y_stage = _sum(ks, j, programs[j], scaled, tab.offsets[j]).add_(y)
-        ks.append(func(times[j], y_stage))
-    if tab.last_is_solution:
-        return y_stage, ks, scaled
-    s = tab.stages
-    return _sum(ks, s, programs[s], scaled, tab.offsets[s]).add_(y), ks, scaled
+    func: Field,
+    tab: ButcherTableau,
+    times: Sequence[torch.Tensor],
+    dt: Scalar,
+    y: torch.Tensor,
+    f0: torch.Tensor,
+    error: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+    """One explicit RK step from (times[0], y) with f0 = func(times[0], y): (y1, the stages [f0, k1, ...], and
+    with `error` the embedded error estimate dt sum_j b_error_j k_j, formed without autograd, else None)."""
+    plan = _step_plan(tab, y)
+    scaled, buffer = plan.scaled(dt)
+    try:
+        programs, offsets = plan.programs, tab.offsets
+        ks = [f0]
+        y1 = y
+        for j in range(1, tab.stages):
+            y1 = _sum(ks, j, programs[j], scaled, offsets[j]).add_(y)
+            ks.append(func(times[j], y1))
+        s = tab.stages
+        if not tab.last_is_solution:
+            y1 = _sum(ks, s, programs[s], scaled, offsets[s]).add_(y)
+        if not error:
+            return y1, ks, None
+        with torch.no_grad():
+            return y1, ks, _sum(ks, s, programs[s + 1], scaled, offsets[s + 1])
+    finally:
+        plan.release(buffer)
