@@ -188,15 +188,18 @@ class AdaptiveRungeKutta:
             c = functools.partial(scalar, like=y0)  # constants as cached tensors (the same arithmetic)
             scale = (y0.abs() * c(self.rtol)).add_(c(atol))
             d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)
-            h0 = torch.where((d0 < c(1e-5)) | (d1 < c(1e-5)), c(1e-6), c(0.01) * d0 / d1)
+            h0 = torch.where(torch.minimum(d0, d1) < c(1e-5), c(1e-6), c(0.01) * d0 / d1)  # (NaN in d0, d1: raised)
             step = c(direction) * h0
             f1 = func(t0 + step, y0 + step * f0)
             d2 = self.norm((f1 - f0) / scale) / h0
-            d2 = torch.where(torch.isfinite(d2), d2, c(0.0))  # NaN/Inf just after t0: the loop shrinks the step
+            d2 = torch.nan_to_num(
+                d2, nan=0.0, posinf=0.0, neginf=0.0
+            )  # NaN/Inf just after t0: the loop shrinks the step
+            d12 = torch.maximum(d1, d2)
             h1 = torch.where(
-                (d1 <= c(1e-15)) & (d2 <= c(1e-15)),
+                d12 <= c(1e-15),
                 torch.clamp(h0 * c(1e-3), min=1e-6),
-                (torch.maximum(d1, d2).reciprocal() * c(0.01)) ** (1.0 / self.tableau.order),  # torchdiffeq's 0.01 / x
+                (d12.reciprocal() * c(0.01)) ** (1.0 / self.tableau.order),  # torchdiffeq's 0.01 / max(d1, d2)
             )
             return f0, torch.stack([torch.minimum(c(100.0) * h0, h1), d0, d1])
 

@@ -38,9 +38,12 @@ def quartic_fit(
     two, three, four, five, eight, eleven, fourteen, sixteen, eighteen, thirty_two = (
         scalar(v, y0) for v in (2.0, 3.0, 4.0, 5.0, 8.0, 11.0, 14.0, 16.0, 18.0, 32.0)
     )
-    a = two * h * (f1 - f0) - eight * (y1 + y0) + sixteen * y_mid
-    b = h * (five * f0 - three * f1) + eighteen * y0 + fourteen * y1 - thirty_two * y_mid
-    c = h * (f1 - four * f0) - eleven * y0 - five * y1 + sixteen * y_mid
+    # torchdiffeq's a = 2 dt (f1 - f0) - 8 (y1 + y0) + 16 y_mid, b = dt (5 f0 - 3 f1) + 18 y0 + 14 y1 - 32 y_mid,
+    # c = dt (f1 - 4 f0) - 11 y0 - 5 y1 + 16 y_mid, evaluated left to right; in place on the temporaries
+    mid16 = y_mid * sixteen
+    a = (f1 - f0).mul_(two * h).sub_((y1 + y0).mul_(eight)).add_(mid16)
+    b = (f0 * five).sub_(f1 * three).mul_(h).add_(y0 * eighteen).add_(y1 * fourteen).sub_(y_mid * thirty_two)
+    c = (f1 - f0 * four).mul_(h).sub_(y0 * eleven).sub_(y1 * five).add_(mid16)
     return [y0, h * f0, c, b, a]
 
 
