@@ -607,3 +607,38 @@ def test_runge_kutta_sums_add_in_the_order_of_torch_sum(dtype: torch.dtype) -> N
             reference = (torch.stack(ks, dim=-1) * (torch.tensor(weights, dtype=dtype) * dt)).sum(dim=-1)
             summed = weighted_sum(ks, weights, coefficients((0.5, *weights), dt, ks[0]), offset=1)
             assert torch.equal(summed, reference), (n, weights)
+
+
+def test_a_first_solve_under_inference_mode_leaves_later_solves_working() -> None:
+    """Solvers cache small tensors across solves (weights, constants, step scratch). In a fresh process whose first
+    solves run under torch.inference_mode, later solves without autograd and with backprop (which saves those
+    tensors) still run and give the same values, for every method (with gradients where it gives them)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import torch
+        from monode import METHODS, odeint
+        lin = torch.nn.Linear(3, 3).double()
+        y0, t = torch.randn(2, 3, dtype=torch.float64), torch.tensor([0.0, 0.4, 1.0], dtype=torch.float64)
+        for method in sorted(METHODS):
+            options = dict(step_size=0.1) if "step_size" in METHODS[method].options else None
+            solve = lambda: odeint(lambda t, y: lin(y), y0, t, rtol=1e-4, atol=1e-6, method=method, options=options)
+            with torch.inference_mode():
+                first = solve()
+            with torch.no_grad():
+                assert torch.equal(solve(), first), method
+            ys = solve()
+            assert torch.equal(ys.detach(), first), method
+            if method == "scipy_solver":  # (no gradients, as torchdiffeq's)
+                continue
+            ys.square().sum().backward()
+            assert lin.weight.grad is not None and bool(torch.isfinite(lin.weight.grad).all()), method
+            lin.zero_grad()
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -6,7 +6,9 @@ the tolerance) takes the same decisions, also in float32: a linear combination y
 formed as the products k_j * (w_j dt) (coefficients rounded to the state's dtype first), added in the
 order in which `torch.sum` over the stacked stages adds them, then added to y. Eagerly the products are
 added one by one in that order (found by `_summation`), which needs no stacked copy of the stages; terms
-with a zero weight are skipped. Under torch.compile, or where that order is not known (it is probed on the
+with a zero weight are skipped. Without autograd a step's weights times dt are written into a spare buffer
+of the tableau's (a pool: a solve nested in func, or in another thread, takes its own) whose 0-d views are
+made once. Under torch.compile, or where that order is not known (it is probed on the
 state's device), the products are stacked and summed by `torch.sum` itself.
 
 `dt` is a Python float eagerly, or a 0-d tensor (under options['compile'], so a graph is not specialised
@@ -27,6 +29,8 @@ Scalar = Union[float, torch.Tensor]
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Tree = Union[int, tuple["Tree", "Tree"]]
 """An order of summation: a term's index, or the sum (left, right)."""
+Buffer = tuple[torch.Tensor, list[Union[torch.Tensor, None]]]
+"""A step's scratch: a tensor of the weights times dt, and its 0-d views at their positions in tab.weights."""
 
 
 def axpy(base: torch.Tensor, k: torch.Tensor, a: Scalar) -> torch.Tensor:
@@ -43,9 +47,16 @@ def axpy_(out: torch.Tensor, k: torch.Tensor, a: Scalar) -> torch.Tensor:
     return out.add_(k, alpha=a)
 
 
+def _kept(data: float | Sequence[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A tensor cached across solves, made outside inference mode: one made inside it (a first solve under
+    torch.inference_mode) could not be saved for backward, nor updated in place, by a later solve."""
+    with torch.inference_mode(False):
+        return torch.tensor(data, dtype=dtype, device=device)
+
+
 @functools.lru_cache(maxsize=256)
 def _weights(weights: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.tensor(weights, dtype=dtype, device=device)
+    return _kept(weights, dtype, device)
 
 
 @functools.lru_cache(maxsize=256)
@@ -55,7 +66,7 @@ def _nonzero(weights: tuple[float, ...]) -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=256)
 def _constant(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.tensor(value, dtype=dtype, device=device)
+    return _kept(value, dtype, device)
 
 
 def scalar(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor | float:
@@ -165,9 +176,9 @@ class _Plan:
 
     def __init__(self, tab: ButcherTableau, weights: torch.Tensor, programs: tuple[tuple[int, ...] | None, ...]):
         self.tab, self.weights, self.programs = tab, weights, programs
-        self._spare: list[tuple[torch.Tensor, list[torch.Tensor | None]]] = []
+        self._spare: list[Buffer] = []
 
-    def scaled(self, dt: Scalar) -> tuple[list[torch.Tensor | None], tuple | None]:
+    def scaled(self, dt: Scalar) -> tuple[list[torch.Tensor | None], Buffer | None]:
         """(the weights times dt as 0-d tensors at their positions in tab.weights, None for the unread ones;
         the buffer they live in, to `release` after the step, or None). Without autograd and for a float dt
         they are views of a buffer filled in one op; otherwise new tensors (autograd saves them)."""
@@ -177,19 +188,20 @@ class _Plan:
         try:
             buffer = self._spare.pop()  # (atomic: a solve in another thread, or nested in func, takes another)
         except IndexError:
-            values = torch.empty_like(self.weights)
-            buffer = (values, _scaled(len(tab.weights), tab.read, values))
+            with torch.inference_mode(False):  # (as `_kept`)
+                values = torch.empty_like(self.weights)
+                buffer = (values, _scaled(len(tab.weights), tab.read, values))
         torch.mul(self.weights, dt, out=buffer[0])
         return buffer[1], buffer
 
-    def release(self, buffer: tuple | None) -> None:
+    def release(self, buffer: Buffer | None) -> None:
         if buffer is not None:
             self._spare.append(buffer)
 
 
 @functools.lru_cache(maxsize=64)
 def _plan(tab: ButcherTableau, dtype: torch.dtype, device: torch.device) -> _Plan:
-    weights = torch.tensor([tab.weights[i] for i in tab.read], dtype=dtype, device=device)
+    weights = _kept([tab.weights[i] for i in tab.read], dtype, device)
     return _Plan(tab, weights, tuple(_program(row, dtype, device) for row in tab.rows))
 
 
