@@ -3,11 +3,13 @@
 For each method (every adaptive method torchdiffeq also has; euler, midpoint, rk4) and time span, in one run:
 wall time, NFE, per-step overhead and efficiency (the field's time / wall), forward only (no grad) and
 forward+backward (backprop through the solver), plus the adjoint for dopri5. The field's time is what its
-calls take inside each solve (timed around every call, on CPU), plus, for each evaluation that is
-backpropagated (every one with backprop, the adjoint's backward ones), the backward part of a bare call
-measured in the same rounds. Per-step overhead = median over rounds of (solve - field's time) / steps;
-rounds interleave the two libraries, so that a machine whose speed drifts biases neither. rk4 is also
-compared with a plain hand-written RK4 loop. Ratios < 1 mean monode is cheaper.
+calls take inside each solve (timed around every call, on CPU); for the adjoint also what each vector-Jacobian
+product's `torch.autograd.grad` over the field's graph takes inside the backward solve (both libraries make one
+such call per backward evaluation); with backprop through the solver, the field's backward part is priced by
+bare calls measured in the same rounds (the engine runs it interleaved with the solver's own backward).
+Per-step overhead = median over rounds of (solve - field's time) / steps; rounds interleave the two
+libraries, so that a machine whose speed drifts biases neither. rk4 is also compared with a plain
+hand-written RK4 loop. Ratios < 1 mean monode is cheaper.
 
     python benchmarks/solver_overhead.py [--threads 1] [--quick] [--device cuda] [--methods dopri5 dopri8]
 """
@@ -76,6 +78,7 @@ def main() -> None:
     y0 = torch.randn(128, 64, device=device)
     y0g = y0.clone().requires_grad_(True)
     t0 = torch.tensor(0.0, device=device)
+    grad = torch.autograd.grad
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads\n")
 
     def bare(calls: int, backward: bool) -> None:
@@ -110,11 +113,18 @@ def main() -> None:
                         _c["n"] += 1
                         return out
 
+                    def vjp(*args, _c=calls, **kwargs):  # the adjoint's VJPs over the field's graph
+                        start = time.perf_counter()
+                        out = grad(*args, **kwargs)
+                        _c["s"] += time.perf_counter() - start
+                        return out
+
                     solve = lib.odeint_adjoint if adjoint else lib.odeint
                     kw = dict(adjoint_params=params) if adjoint else {}
                     o = dict(opts, max_num_steps=10**6) if lib is monode and step is not None else opts
 
-                    def run(_solve=solve, _f=counted, _kw=kw, _o=o, _mode=mode, _c=calls, _inside=inside[name]):
+                    def run(_solve=solve, _f=counted, _kw=kw, _o=o, _mode=mode, _c=calls, _inside=inside[name],
+                            _vjp=vjp if adjoint and on_cpu else grad):  # fmt: skip
                         _c["n"], _c["s"] = 0, 0.0
                         if _mode == "fwd":
                             with torch.no_grad():
@@ -122,7 +132,11 @@ def main() -> None:
                         else:
                             y = _solve(_f, y0g, t, rtol=1e-6, atol=1e-8, method=method, options=_o, **_kw)
                             _c["fwd"] = _c["n"]
-                            torch.autograd.grad(y[-1].square().sum(), (y0g, *params))
+                            torch.autograd.grad = _vjp  # (the libraries look it up at each call)
+                            try:
+                                grad(y[-1].square().sum(), (y0g, *params))
+                            finally:
+                                torch.autograd.grad = grad
                         _inside.append(_c["s"])
 
                     with monode.record_stats() as st:
@@ -133,7 +147,7 @@ def main() -> None:
                     if name == "monode":
                         steps = st.forward_steps + (st.backward_steps if adjoint else 0)
                 nfe, fwd_nfe = nfes["monode"]
-                backpropagated = 0 if mode == "fwd" else nfe - fwd_nfe if adjoint else nfe
+                backpropagated = 0 if mode == "fwd" or (adjoint and on_cpu) else nfe - fwd_nfe if adjoint else nfe
                 probe = min(nfe, 50)  # bare calls per round, to price one call and one backward
                 fns = [runs["monode"], runs["torchdiffeq"]]
                 if backpropagated or not on_cpu:
