@@ -160,6 +160,7 @@ CLI_ERRORS = [  # (arguments after `monode`, a fragment of the one-line error)
     (["train", "mnist", "--model", "node", "--set", "subset=x"], "subset must be an integer or None"),
     (["train", "cifar10", "--model", "node", "--set", "lr_step=5"], "lr_step must be a tuple"),
     (["train", "walker2d", "--model", "node", "--set", "lr_milestones=[1]"], "lr_milestones must be a dict"),
+    (["train", "walker2d", "--model", "node", "--set", "wiring=skewed"], "--set wiring='skewed' must be one of"),
     (["train", "mnist", "--model", "node", "--lr", "inf"], "--lr inf must be a finite number > 0"),
     (["train", "mnist", "--model", "node", "--lr", "nan"], "--lr nan must be a finite number > 0"),
     (["train", "mnist", "--model", "node", "--lr", "abc"], "argument --lr: invalid float value: 'abc'"),

@@ -94,7 +94,7 @@ def test_released_wiring_is_the_released_walker_baselines_recursion(name):
             assert torch.allclose(out.prediction[:, i], model.decoder(w), rtol=1e-7, atol=1e-8)
             w = cell(torch.cat([_affine_flow(f, w, dt[:, i]), x[:, i]], 1))  # no residual
         assert torch.allclose(out.last, w, rtol=1e-7, atol=1e-8)
-    with pytest.raises(ValueError, match="wiring must be 'aligned' or 'released', got 'x'"):
+    with pytest.raises(ValueError, match=r"--set wiring='x' must be one of \['aligned', 'released'\]"):
         build_walker_model(name, wiring="x")
 
 

@@ -180,20 +180,31 @@ def test_exact_times_keeps_monodes_grid() -> None:
     assert y[1].item() == pytest.approx(0.85**2)
 
 
-@pytest.mark.parametrize(
-    "options",
-    [dict(step_t=[0.33, 0.5]), dict(jump_t=[0.5]), dict(min_step=0.05), dict(max_step=0.1, first_step=0.01),
-     dict(dtype=torch.float32)],
-    ids=["step_t", "jump_t", "min_step", "max_step", "time-float32"],
-)  # fmt: skip
-@pytest.mark.parametrize("method", ["dopri5", "bosh3"])
-def test_adaptive_options_equal_torchdiffeq(method: str, options: dict) -> None:
-    t = torch.tensor([0.0, 0.4, 1.0], dtype=torch.float64)
-    y0 = torch.randn(3, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+ADAPTIVE_OPTIONS = {
+    "step_t": dict(step_t=[0.33, 0.5]),
+    "jump_t": dict(jump_t=[0.5]),
+    "min_step": dict(min_step=0.05),
+    "max_step": dict(max_step=0.1, first_step=0.01),
+    "time-float32": dict(dtype=torch.float32),
+    "time-float32-step_t": dict(dtype=torch.float32, step_t=[0.33, 0.5]),
+    "time-float32-jump_t": dict(dtype=torch.float32, jump_t=[0.5], max_step=0.1),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("options", list(ADAPTIVE_OPTIONS.values()), ids=list(ADAPTIVE_OPTIONS))
+@pytest.mark.parametrize("method", sorted(set(SHARED) - set(FIXED) - {"scipy_solver"}))
+def test_adaptive_options_equal_torchdiffeq(method: str, options: dict, dtype: torch.dtype) -> None:
+    """Every step-control option gives torchdiffeq's NFE and bits. Time is float32 with options['dtype'] only
+    for a float32 state (torchdiffeq's time dtype is promote_types(options['dtype'], state dtype)); then the
+    stops, steps, step-size control and dense-output position are float32 arithmetic."""
+    t = torch.tensor([0.0, 0.4, 1.0], dtype=dtype)
+    y0 = torch.randn(3, 6, generator=torch.Generator().manual_seed(3), dtype=dtype)
     tensors = {k: torch.tensor(v, dtype=torch.float64) if k.endswith("_t") else v for k, v in options.items()}
-    ours, nfe, ref, ref_nfe = _both(method, y0, t, torch.float64, rtol=1e-6, atol=1e-8, options=tensors)
+    rtol = 1e-6 if method != "adaptive_heun" else 1e-4  # (a first-order estimate: thousands of steps at 1e-6)
+    ours, nfe, ref, ref_nfe = _both(method, y0, t, dtype, rtol=rtol, atol=rtol * 1e-2, options=tensors)
     assert nfe == ref_nfe
-    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6 if "dtype" in options else 1e-12)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
 
 
 class Counting(torch.nn.Module):

@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from . import _compile
@@ -131,13 +132,14 @@ class AdaptiveRungeKutta:
         if isinstance(min_step, bool) or not (isinstance(min_step, (int, float)) and 0 <= min_step <= self.max_step):
             raise ODEInputError(f"{name}: options['min_step'] must be a float in [0, max_step], got {min_step!r}")
         self.min_step = float(min_step)
+        self.float32_time = check_time_dtype(name, dtype)
+        self.time32 = False  # float32 time in the solve under way (`_begin`)
         self.step_t = [] if step_t is None else _check_times_option(name, "step_t", step_t)
         self.jump_t = [] if jump_t is None else _check_times_option(name, "jump_t", jump_t)
         if set(self.step_t) & set(self.jump_t):
             raise ODEInputError(
                 f"{name}: options 'step_t' and 'jump_t' share the time(s) {sorted(set(self.step_t) & set(self.jump_t))}"
             )
-        self.float32_time = check_time_dtype(name, dtype)
         self.max_num_steps = check_max_num_steps(name, max_num_steps)
         self.compile = _compile.check_option(name, compile)
         self.rtol, self.atol, self.norm = rtol, atol, norm
@@ -147,12 +149,24 @@ class AdaptiveRungeKutta:
         return self.atol if self.atol_per_component is None else self.atol_per_component
 
     def _time(self, value: float) -> float:
-        return to_float32(value) if self.float32_time else value
+        return to_float32(value) if self.time32 else value
+
+    def _begin_solve(self, y0: torch.Tensor) -> None:
+        """Time is float32 when options['dtype'] is and the state's dtype does not promote it (torchdiffeq's time
+        dtype is promote_types(options['dtype'], state dtype): a float64 state keeps float64 time)."""
+        self.time32 = self.float32_time and torch.promote_types(torch.float32, y0.dtype) == torch.float32
 
     def _clamp(self, dt: float) -> float:
         return min(max(dt, self.min_step), self.max_step)
 
     def _next_step(self, dt: float, ratio: float) -> float:
+        if self.time32:  # torchdiffeq's float32 tensors: every operation rounded to float32 (powf)
+            f32 = np.float32
+            if ratio == 0.0:
+                return float(f32(dt) * f32(self.ifactor))
+            dfactor32 = f32(1.0) if ratio < 1.0 else f32(self.dfactor)
+            power = f32(ratio) ** (f32(1.0) / f32(self.tableau.order))
+            return float(f32(dt) * min(f32(self.ifactor), max(f32(self.safety) / power, dfactor32)))
         if ratio == 0.0:
             return dt * self.ifactor
         dfactor = 1.0 if ratio < 1.0 else self.dfactor
@@ -252,6 +266,8 @@ class AdaptiveRungeKutta:
         outputs = [y0]
         if len(times) == 1:
             return torch.stack(outputs), SolverStats()
+        self._begin_solve(y0)
+        times = [self._time(v) for v in times]  # (in the time dtype, as torchdiffeq converts t)
         direction = 1.0 if times[-1] > times[0] else -1.0
         walk = _Walk(self, func, y0, times[0], direction, times[-1], clock, callbacks)
         for i, t_out in enumerate(times[1:], start=1):
@@ -271,7 +287,8 @@ class AdaptiveRungeKutta:
         locate the change by bisection on the last step's dense output to within atol, as torchdiffeq does:
         (event time, state there, counts)."""
         clock = Clock()
-        walk = _Walk(self, func, y0, t0, direction, direction * math.inf, clock, callbacks)
+        self._begin_solve(y0)
+        walk = _Walk(self, func, y0, self._time(t0), direction, direction * math.inf, clock, callbacks)
         first = event_fn(clock.at(t0, y0), y0)
         if bool(first == 0):
             return t0, y0, walk.stats()
@@ -282,7 +299,7 @@ class AdaptiveRungeKutta:
             if walk.accepted > accepted and bool(torch.sign(event_fn(clock.at(walk.t, y0), walk.y)) != sign0):
                 break
         step = walk.last
-        lo, hi = step.t0, step.t0 + step.dt
+        lo, hi = step.t0, step.t1
         tol = self.atol if self.atol > 0 else abs(step.dt) * 1e-12
         for _ in range(max(0, math.ceil(math.log(abs(hi - lo) / tol) / math.log(2.0)))):
             mid = (lo + hi) / 2.0
@@ -296,19 +313,23 @@ class AdaptiveRungeKutta:
 
 
 class _Step:
-    """The last accepted step, for dense output: from t0 by dt (signed), y0 -> y1 with stages ks."""
+    """The last accepted step, for dense output: from t0 to t1 by dt (signed), y0 -> y1 with stages ks; time
+    arithmetic in float32 when `float32` (options['dtype'])."""
 
-    def __init__(self, tab: ButcherTableau, t0: float, dt: float, y0: torch.Tensor, y1: torch.Tensor,
-                 ks: list[torch.Tensor]) -> None:  # fmt: skip
-        self.tab, self.t0, self.dt, self.y0, self.y1, self.ks = tab, t0, dt, y0, y1, ks
+    def __init__(self, tab: ButcherTableau, t0: float, t1: float, dt: float, y0: torch.Tensor, y1: torch.Tensor,
+                 ks: list[torch.Tensor], float32: bool) -> None:  # fmt: skip
+        self.tab, self.t0, self.t1, self.dt, self.y0, self.y1, self.ks = tab, t0, t1, dt, y0, y1, ks
+        self.float32 = float32
 
     @functools.cached_property
     def coefficients(self) -> list[torch.Tensor]:
         return quartic_fit(self.tab, self.dt, self.y0, self.y1, self.ks)
 
     def position(self, t: float) -> float:
-        """(t - t0) / (t1 - t0) with t1 = t0 + dt, as torchdiffeq's float64 time arithmetic forms it."""
-        return (t - self.t0) / ((self.t0 + self.dt) - self.t0)
+        """(t - t0) / (t1 - t0), as torchdiffeq's time arithmetic (float64, or float32) forms it."""
+        if self.float32:
+            return to_float32(to_float32(t - self.t0) / to_float32(self.t1 - self.t0))
+        return (t - self.t0) / (self.t1 - self.t0)
 
 
 class _Walk:
@@ -333,7 +354,8 @@ class _Walk:
         self.f, dt = solver._begin(func, clock, t0, y0, direction, self.trials)
         self.nfe = 1 if solver.first_step is not None else 2
         self.dt = solver._time(solver._clamp(dt) if math.isfinite(dt) else solver.min_step)
-        self.step_stops, self.jump_stops = _Stops(solver.step_t, t0, direction), _Stops(solver.jump_t, t0, direction)
+        step_t, jump_t = ([solver._time(v) for v in stops] for stops in (solver.step_t, solver.jump_t))
+        self.step_stops, self.jump_stops = _Stops(step_t, t0, direction), _Stops(jump_t, t0, direction)
         tab = solver.tableau
         self.new_nfe = tab.stages - 1 if tab.fsal else tab.stages
         self.attempts = self.rejected = 0
@@ -380,7 +402,7 @@ class _Walk:
             t1, stop_step = stop_jump, None
         elif stop_step is not None:
             t1 = stop_step
-        step = dt if stop_step is None and stop_jump is None else abs(t1 - t)
+        step = dt if stop_step is None and stop_jump is None else solver._time(abs(t1 - t))
         y1, ks, ratio = solver._trial(func, clock, t, direction * step, t1, y, f)
         self.attempts += 1
         self.nfe += self.new_nfe
@@ -396,7 +418,7 @@ class _Walk:
                 self.jump_stops.passed()
                 f1 = func(clock.at(nudge(t1, t1 + direction, y.dtype), y), y1)  # the slope past the jump
                 self.nfe += 1
-            self._last = _Step(solver.tableau, t, direction * step, y, y1, ks)
+            self._last = _Step(solver.tableau, t, t1, direction * step, y, y1, ks, solver.time32)
             self.t, self.y, self.f = t1, y1, f1
             self.trials.accepted(t1)
         else:

@@ -121,16 +121,18 @@ def _autograd_dynamics(prob: Problem, params: list[torch.Tensor], n: int, timed:
     k = 1 if timed else 0
 
     def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        graph = torch.is_grad_enabled()  # (a backward with create_graph): keep z's and f's graphs out
+        z = z.detach() if graph else z
         with torch.enable_grad():
             t_in = t.detach().requires_grad_(True) if timed else t.detach()
-            ys = tuple(y.detach().requires_grad_(True) for y in prob.split(z[k : k + n]))
+            ys = tuple(y.requires_grad_(True) for y in prob.split(z[k : k + n]))
             fs = prob.call_structured(t_in, ys)
             inputs = (*((t_in,) if timed else ()), *ys, *params)
             grads: tuple[torch.Tensor | None, ...] = (None,) * len(inputs)
             if any(f.requires_grad for f in fs):  # (not when f reads none of them, e.g. t alone with no parameters)
                 grads = torch.autograd.grad(fs, inputs, prob.split(-z[k + n : k + 2 * n]), allow_unused=True)
-        vjps = [(torch.zeros_like(x) if v is None else v).reshape(-1) for v, x in zip(grads, inputs)]
-        return torch.cat(vjps[:k] + [f.detach().reshape(-1) for f in fs] + vjps[k:])
+        vjps = [x.new_zeros(x.numel()) if v is None else v.reshape(-1) for v, x in zip(grads, inputs)]
+        return torch.cat(vjps[:k] + [(f.detach() if graph else f).reshape(-1) for f in fs] + vjps[k:])
 
     return augmented
 

@@ -6,8 +6,9 @@ that gradients with respect to t flow through the field's time inputs and the ou
 they do through torchdiffeq's tensor arithmetic): an interior time s is `t[0] + (s - t[0])` (gradient 1
 with respect to t[0]: the grid moves with the start), an output time is `t[i]` itself.
 
-`options['dtype']` (torchdiffeq's time dtype, default float64): time bookkeeping in float32 rounds every
-time and step to float32, as torchdiffeq's float32 time tensors do.
+`options['dtype']` (torchdiffeq's time dtype, default float64; as there, promoted with the state's dtype, so a
+float64 state keeps float64 time): time bookkeeping in float32 rounds every time, step and step-size factor to
+float32, as torchdiffeq's float32 time tensors do.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def nudge(value: float, toward: float, dtype: torch.dtype) -> float:
 
 
 def check_time_dtype(method: str, value: object) -> bool:
-    """options['dtype'] validated; True when time is kept in float32."""
+    """options['dtype'] validated; True when it asks for float32 time (a float32 state then keeps it)."""
     if value not in (torch.float64, torch.float32):
         raise ODEInputError(
             f"{method}: options['dtype'] (the dtype of time) must be torch.float64 or torch.float32, got {value!r}"

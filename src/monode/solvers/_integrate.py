@@ -153,9 +153,10 @@ def odeint(
             "fehlberg2", "adaptive_heun"; fixed-grid "euler", "midpoint", "heun2", "heun3", "rk4" (3/8 rule),
             "explicit_adams", "implicit_adams"/"fixed_adams"; "scipy_solver"), and "tsit5", "rk4_classic", "nag".
         options: method options, with torchdiffeq's meaning. Adaptive: first_step, min_step, max_step, step_t,
-            jump_t, dtype (of time), safety, ifactor, dfactor, max_num_steps (default 10000), norm (default:
-            torchdiffeq's mixed norm, the max over tuple components of each one's RMS; "rms": one RMS over the
-            whole state; or a callable on the state's structure), compile (True or torch.compile keyword
+            jump_t, dtype (of time; promoted with the state's, as torchdiffeq), safety, ifactor, dfactor,
+            max_num_steps (default 10000), norm (default: torchdiffeq's mixed norm, the max over tuple
+            components of each one's RMS; "rms": one RMS over the whole state; or a callable on the state's
+            structure), compile (True or torch.compile keyword
             arguments: each step and the solve's start become compiled graphs). Fixed grid: step_size or
             grid_constructor, interp ("linear", "cubic"), perturb, exact_times (steps end on every output time,
             no interpolation), compile, max_num_steps; Adams: max_order, max_iters; nag: momentum;

@@ -185,6 +185,16 @@ class SequenceModel(nn.Module):
         return self.decoder(self._h(block(last, times, output="variables"))).transpose(0, 1)
 
 
+WIRINGS = ("aligned", "released")
+
+
+def check_wiring(wiring: str) -> str:
+    """`wiring` if it is one of WIRINGS, else a ValueError naming the setting and value."""
+    if wiring not in WIRINGS:
+        raise ValueError(f"--set wiring={wiring!r} must be one of {list(WIRINGS)}")
+    return wiring
+
+
 def build_sequence_model(
     name: str,
     preset: str,
@@ -210,9 +220,7 @@ def build_sequence_model(
     def f_net(f_in: int, f_out: int) -> nn.Module:  # ignores t, as the official `tempf`
         return MLPField(f_in, sizes.f_widths, f_out, activation=f_activation)
 
-    if wiring not in ("aligned", "released"):
-        raise ValueError(f"wiring must be 'aligned' or 'released', got {wiring!r}")
-    released = wiring == "released"
+    released = check_wiring(wiring) == "released"
     field = build_model(name, dim=hidden, net=f_net, preset=preset)
     k = field.state_size
     if cell == "linear" and not released:

@@ -31,7 +31,14 @@ from ..data import load_walker2d_rollouts, walker2d_windows
 from ..dynamics import MODELS
 from ._base import BenchmarkTask, ScoredTask
 from ._settings import RunOptions, RunSettings
-from .sequences import SequenceModel, SequenceSizes, build_sequence_model, plot_predictions, split_tensors
+from .sequences import (
+    SequenceModel,
+    SequenceSizes,
+    build_sequence_model,
+    check_wiring,
+    plot_predictions,
+    split_tensors,
+)
 
 TIME_SCALE = 1.0 / 64.0  # the official scripts divide the raw step gaps by 64
 FEATURES = 17
@@ -95,6 +102,7 @@ class Walker2D(BenchmarkTask):
 
     def settings(self, opts: RunOptions) -> RunSettings:
         s = super().settings(opts)
+        check_wiring(str(s["wiring"]))  # (before any data is loaded)
         if s["lr_milestones"] is None and s.preset == "paper" and "lr" not in s.user_set:
             s = s.replace(lr_milestones=LR_SCHEDULES.get(s.model, DEFAULT_LR_SCHEDULE))
         return s
