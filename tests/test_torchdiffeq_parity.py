@@ -369,6 +369,17 @@ def test_event_errors() -> None:
         odeint(f, torch.ones(1), torch.tensor([0.0, 1.0]), method="euler", event_fn=lambda t, y: y - 0.5)
 
 
+@pytest.mark.parametrize("method,options", [("dopri5", None), ("rk4", dict(step_size=0.1))])
+def test_an_event_with_atol_zero_is_located_to_a_millionth_of_a_millionth_of_the_step(method, options) -> None:
+    """atol = 0 is no bisection tolerance: the event is located to 1e-12 of its step (the interpolant crosses
+    there), both kinds of method; the time is then as accurate as the interpolant (rk4's is linear)."""
+    y0, t = torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 5.0], dtype=torch.float64)
+    t_event, ys = odeint(lambda t, y: -y, y0, t, rtol=1e-10, atol=0.0, method=method, options=options,
+                         event_fn=lambda t, y: y - 0.5)  # fmt: skip
+    assert float(ys[-1]) == pytest.approx(0.5, abs=1e-11)
+    assert float(t_event) == pytest.approx(math.log(2.0), abs=1e-9 if options is None else 1e-3)
+
+
 def test_scipy_solver_lsoda_differs_from_torchdiffeqs_only_by_its_float32_time() -> None:
     t = torch.tensor(TIMES["forward"], dtype=torch.float64)
     y0 = torch.randn(5, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

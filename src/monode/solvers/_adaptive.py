@@ -32,6 +32,7 @@ from . import _compile
 from ._callbacks import NONE, Callbacks
 from ._clock import Clock, check_time_dtype, nudge, to_float32
 from ._errors import MaxStepsExceededError, ODEInputError, StepSizeUnderflowError
+from ._events import locate_event
 from ._fixed import DEFAULT_MAX_NUM_STEPS
 from ._inputs import check_max_num_steps, check_positive, time_tensor
 from ._interpolation import polynomial, quartic_fit
@@ -144,6 +145,7 @@ class AdaptiveRungeKutta:
         self.compile = _compile.check_option(name, compile)
         self.rtol, self.atol, self.norm = rtol, atol, norm
         self.atol_per_component: torch.Tensor | None = None  # set by the adjoint for scaled gradient parts
+        self.user: Any = None  # (the `Solver` interface; adaptive methods do not read it)
 
     def _atol(self) -> torch.Tensor | float:
         return self.atol if self.atol_per_component is None else self.atol_per_component
@@ -280,11 +282,11 @@ class AdaptiveRungeKutta:
         return torch.stack(outputs), walk.stats()
 
     def integrate_until_event(
-        self, func: Callable, y0: torch.Tensor, t0: float, direction: float, event_fn: Callable,
+        self, func: Callable, y0: torch.Tensor, t0: float, direction: float, event_fn: Callable, tol: float,
         callbacks: Callbacks = NONE,
     ) -> tuple[float, torch.Tensor, SolverStats]:  # fmt: skip
         """Step from t0 in `direction` until event_fn(t, y) (a 0-d tensor, > 0 at the start) changes sign, then
-        locate the change by bisection on the last step's dense output to within atol, as torchdiffeq does:
+        locate the change by bisection on the last step's dense output to within `tol` (torchdiffeq: atol):
         (event time, state there, counts)."""
         clock = Clock()
         self._begin_solve(y0)
@@ -299,16 +301,11 @@ class AdaptiveRungeKutta:
             if walk.accepted > accepted and bool(torch.sign(event_fn(clock.at(walk.t, y0), walk.y)) != sign0):
                 break
         step = walk.last
-        lo, hi = step.t0, step.t1
-        tol = self.atol if self.atol > 0 else abs(step.dt) * 1e-12
-        for _ in range(max(0, math.ceil(math.log(abs(hi - lo) / tol) / math.log(2.0)))):
-            mid = (lo + hi) / 2.0
-            y_mid = walk.dense(step.position(mid))
-            if bool(torch.sign(event_fn(clock.at(mid, y0), y_mid)) == sign0):
-                lo = mid
-            else:
-                hi = mid
-        t_event = (lo + hi) / 2.0
+
+        def before(t: float) -> bool:
+            return bool(torch.sign(event_fn(clock.at(t, y0), walk.dense(step.position(t)))) == sign0)
+
+        t_event = locate_event(step.t0, step.t1, tol, before)
         return t_event, walk.dense(step.position(t_event)), walk.stats()
 
 

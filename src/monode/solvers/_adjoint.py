@@ -29,6 +29,7 @@ from ._callbacks import NONE, Callbacks
 from ._errors import ODEInputError
 from ._inputs import Func, Problem, check_options, check_tolerance, prepare, segment_rms_max
 from ._integrate import check_event_times, find_event, make_solver, record_forward, setup, state_norm
+from ._interface import Solver
 from ._stats import active_recorders, report
 from .fields import ClosedFormField, ParametrizedField
 
@@ -48,7 +49,7 @@ class AdjointSpec:
     """Everything the backward pass needs, fixed when the forward solve starts."""
 
     problem: Problem
-    solver: Any
+    solver: Solver
     method: str | None
     options: dict
     rtol: float
@@ -62,7 +63,7 @@ class AdjointSpec:
     event_fn: Any = None  # solve until it changes sign (located to within event_tol) instead of to t[-1]
     event_tol: float = 0.0
 
-    def backward_solver(self, n: int, shapes: list[torch.Size], like: torch.Tensor, timed: bool) -> Any:
+    def backward_solver(self, n: int, shapes: list[torch.Size], like: torch.Tensor, timed: bool) -> Solver:
         """The adjoint solve's solver on the flat z = [(tau,) y, a, g] (g: gradients of parameters shaped
         `shapes`); `timed`: z starts with the time term (torchdiffeq's order, so float32 rounds alike)."""
         k = 1 if timed else 0

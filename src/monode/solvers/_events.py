@@ -10,6 +10,7 @@ differential equations", arXiv:2011.03902).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,20 @@ def combine(event_fn: EventFn, prob: Problem) -> Callable[[torch.Tensor, torch.T
         signs = torch.sign(on_structure(prob.t[0].detach().to(prob.y0.dtype), prob.y0))
 
     return lambda t, y: torch.min(on_structure(t, y) * signs)
+
+
+def locate_event(lo: float, hi: float, tol: float, before: Callable[[float], bool]) -> float:
+    """The event time in the step [lo, hi] whose end has passed it, as torchdiffeq locates it: halve the interval
+    ceil(log2(|hi - lo| / tol)) times, keeping the sign change inside (`before(t)`: the event function at t still
+    has its starting sign), and take the midpoint. tol <= 0 means 1e-12 of the step."""
+    tol = tol if tol > 0 else abs(hi - lo) * 1e-12
+    for _ in range(max(0, math.ceil(math.log(abs(hi - lo) / tol) / math.log(2.0)))):
+        mid = (lo + hi) / 2.0
+        if before(mid):
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
 
 
 class _ImplicitEventGradient(torch.autograd.Function):

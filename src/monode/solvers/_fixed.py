@@ -27,6 +27,7 @@ from . import _compile
 from ._callbacks import NONE, Callbacks
 from ._clock import Clock, nudge
 from ._errors import MaxStepsExceededError, NonFiniteStateError, ODEInputError
+from ._events import locate_event
 from ._inputs import check_max_num_steps, check_positive, time_tensor
 from ._interpolation import hermite, linear
 from ._nonfinite import overflow
@@ -88,7 +89,6 @@ class FixedStepSolver:
         self.compile = _compile.check_option(name, compile)
         self.max_num_steps = check_max_num_steps(name, max_num_steps)
         self.user: tuple[Callable, Any, torch.Tensor] | None = None  # (func, y0, t) for grid_constructor
-        self.tol = 1e-9  # an event's time is located to this (odeint's atol, set by it)
 
     @property
     def nodes(self) -> tuple[float, ...]:
@@ -245,7 +245,7 @@ class FixedStepSolver:
         return torch.stack(outputs), stats
 
     def integrate_until_event(
-        self, func: Callable, y0: torch.Tensor, t0: float, direction: float, event_fn: Callable,
+        self, func: Callable, y0: torch.Tensor, t0: float, direction: float, event_fn: Callable, tol: float,
         callbacks: Callbacks = NONE,
     ) -> tuple[float, torch.Tensor, SolverStats]:  # fmt: skip
         """Step by step_size from t0 in `direction` until event_fn(t, y) changes sign, then locate the change by
@@ -280,14 +280,7 @@ class FixedStepSolver:
             x = (s - t) / h
             return linear(x, y, y1) if f1 is None or f0 is None else hermite(x, h, y, f0, y1, f1)
 
-        lo, hi = t, t1
-        for _ in range(max(0, math.ceil(math.log(abs(hi - lo) / self.tol) / math.log(2.0)))):
-            mid = (lo + hi) / 2.0
-            if bool(torch.sign(event_fn(clock.at(mid, y), at(mid))) == sign0):
-                lo = mid
-            else:
-                hi = mid
-        t_event = (lo + hi) / 2.0
+        t_event = locate_event(t, t1, tol, lambda s: bool(torch.sign(event_fn(clock.at(s, y), at(s))) == sign0))
         return t_event, at(t_event), SolverStats(forward_nfe=nfe + self.extra_nfe, forward_steps=steps)
 
 

@@ -11,7 +11,9 @@ from . import _callbacks
 from ._adaptive import AdaptiveRungeKutta
 from ._clock import Clock
 from ._errors import ODEInputError
+from ._events import combine
 from ._inputs import Func, Problem, check_options, check_resolvable, check_tolerance, prepare, segment_rms_max
+from ._interface import EventSolver, Solver
 from ._registry import METHODS
 from ._stats import SolverStats, active_recorders, report
 
@@ -28,7 +30,7 @@ def make_solver(
     norm: Norm,
     what: str = "method",
     dtype: torch.dtype | None = None,
-) -> Any:
+) -> Solver:
     """The solver object of `method` with `options` (each validated; `norm` already resolved on the flat state;
     an adaptive method's tolerances checked against the state's `dtype` when given)."""
     method = "dopri5" if method is None else method
@@ -50,7 +52,9 @@ def make_solver(
     return cls(**options)
 
 
-def setup(solver: Any, prob: Problem, method: str | None) -> tuple[Clock, _callbacks.Callbacks, _callbacks.Callbacks]:
+def setup(
+    solver: Solver, prob: Problem, method: str | None
+) -> tuple[Clock, _callbacks.Callbacks, _callbacks.Callbacks]:
     """What a solve of `prob` needs besides the solver: its clock (differentiable when t requires grad), its
     forward and adjoint callbacks found on the user's func; hands a grid_constructor the user's arguments."""
     solver.user = (prob.inner, prob.user_y0, prob.t)
@@ -106,19 +110,17 @@ def check_event_times(prob: Problem, what: str) -> None:
 
 
 def find_event(
-    solver: Any, prob: Problem, y0: torch.Tensor, event_fn: Any, callbacks: Any, atol: float
+    solver: Solver, prob: Problem, y0: torch.Tensor, event_fn: Any, callbacks: _callbacks.Callbacks, atol: float
 ) -> tuple[float, torch.Tensor, SolverStats]:
     """Solve from (t0, y0) until event_fn changes sign, located to within atol: (event time, state, counts)."""
-    from ._events import combine
-
-    if not hasattr(solver, "integrate_until_event"):
+    if not isinstance(solver, EventSolver):
         raise ODEInputError(f"{type(solver).__name__} does not support event_fn")
-    solver.tol = atol
     direction = 1.0 if prob.times[1] > prob.times[0] else -1.0
-    return solver.integrate_until_event(prob.func, y0, prob.times[0], direction, combine(event_fn, prob), callbacks)
+    event = combine(event_fn, prob)
+    return solver.integrate_until_event(prob.func, y0, prob.times[0], direction, event, atol, callbacks)
 
 
-def _until_event(solver: Any, prob: Problem, event_fn: Any, callbacks: Any, atol: float) -> tuple[torch.Tensor, Any]:
+def _until_event(solver: Solver, prob: Problem, event_fn: Any, callbacks: Any, atol: float) -> tuple[torch.Tensor, Any]:
     """odeint with event_fn: (event time, solution at [t0, event time]) as torchdiffeq returns them."""
     t_event, y_event, stats = find_event(solver, prob, prob.y0, event_fn, callbacks, atol)
     sol = torch.stack([prob.y0, y_event])

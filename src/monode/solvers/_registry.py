@@ -19,8 +19,9 @@ from .rk4 import RK4, RK4Classic
 from .scipy_solver import ScipySolver
 from .tsit5 import Tsit5
 
-Solver = Union[type[AdaptiveRungeKutta], type[FixedStepSolver], type[ScipySolver]]
-METHODS: dict[str, Solver] = {
+SolverClass = Union[type[AdaptiveRungeKutta], type[FixedStepSolver], type[ScipySolver]]
+"""Every registered class builds a `_interface.Solver`."""
+METHODS: dict[str, SolverClass] = {
     cls.name: cls
     for cls in (Dopri8, Dopri5, Tsit5, Bosh3, Fehlberg2, AdaptiveHeun, Euler, Midpoint, Heun2, Heun3, RK4, RK4Classic,
                 ExplicitAdams, ImplicitAdams, FixedAdams, ScipySolver, NAG)
