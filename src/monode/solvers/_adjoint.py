@@ -120,19 +120,25 @@ def _scaled_atol(
 def _autograd_dynamics(prob: Problem, params: list[torch.Tensor], n: int, timed: bool) -> Func:
     """d/dt [(tau,) y, a, g] = [(-a df/dt,) f, -a df/dy, -a df/dparams] by autograd, f on the user's structure."""
     k = 1 if timed else 0
+    zeros: dict[int, torch.Tensor] = {}  # the VJP of an input f does not read (e.g. t), by size (cat copies it)
+
+    def flat(v: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        if v is None:
+            return zeros[x.numel()] if x.numel() in zeros else zeros.setdefault(x.numel(), x.new_zeros(x.numel()))
+        return v if v.dim() == 1 else v.reshape(-1)
 
     def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         graph = torch.is_grad_enabled()  # (a backward with create_graph): keep z's and f's graphs out
         z = z.detach() if graph else z
         with torch.enable_grad():
             t_in = t.detach().requires_grad_(True) if timed else t.detach()
-            ys = tuple(y.requires_grad_(True) for y in prob.split(z[k : k + n]))
-            fs = prob.call_structured(t_in, ys)
-            inputs = (*((t_in,) if timed else ()), *ys, *params)
+            y = z[k : k + n].requires_grad_(True)  # flat: its VJP comes flat; f gets views in its structure
+            fs = prob.call_structured(t_in, prob.split(y))
+            inputs = (*((t_in,) if timed else ()), y, *params)
             grads: tuple[torch.Tensor | None, ...] = (None,) * len(inputs)
             if any(f.requires_grad for f in fs):  # (not when f reads none of them, e.g. t alone with no parameters)
                 grads = torch.autograd.grad(fs, inputs, prob.split(-z[k + n : k + 2 * n]), allow_unused=True)
-        vjps = [x.new_zeros(x.numel()) if v is None else v.reshape(-1) for v, x in zip(grads, inputs)]
+        vjps = [flat(v, x) for v, x in zip(grads, inputs)]
         return torch.cat(vjps[:k] + [(f.detach() if graph else f).reshape(-1) for f in fs] + vjps[k:])
 
     return augmented
