@@ -283,12 +283,13 @@ class AdaptiveRungeKutta:
 
     def integrate_until_event(
         self, func: Callable, y0: torch.Tensor, t0: float, direction: float, event_fn: Callable, tol: float,
-        callbacks: Callbacks = NONE,
+        callbacks: Callbacks = NONE, clock: Clock | None = None,
     ) -> tuple[float, torch.Tensor, SolverStats]:  # fmt: skip
         """Step from t0 in `direction` until event_fn(t, y) (a 0-d tensor, > 0 at the start) changes sign, then
         locate the change by bisection on the last step's dense output to within `tol` (torchdiffeq: atol):
-        (event time, state there, counts)."""
-        clock = Clock()
+        (event time, state there, counts). With a differentiable `clock` the state depends on t0 as
+        torchdiffeq's does: the steps move with t0, the located event time does not."""
+        clock = Clock() if clock is None else clock
         self._begin_solve(y0)
         walk = _Walk(self, func, y0, self._time(t0), direction, direction * math.inf, clock, callbacks)
         first = event_fn(clock.at(t0, y0), y0)
@@ -306,6 +307,9 @@ class AdaptiveRungeKutta:
             return bool(torch.sign(event_fn(clock.at(t, y0), walk.dense(step.position(t)))) == sign0)
 
         t_event = locate_event(step.t0, step.t1, tol, before)
+        if clock.differentiable:
+            fixed = torch.tensor(t_event, dtype=y0.dtype, device=y0.device)
+            return t_event, walk.dense((fixed - clock.at(step.t0, y0)) / step.dt), walk.stats()
         return t_event, walk.dense(step.position(t_event)), walk.stats()
 
 

@@ -136,8 +136,12 @@ def _autograd_dynamics(prob: Problem, params: list[torch.Tensor], n: int, timed:
             fs = prob.call_structured(t_in, prob.split(y))
             inputs = (*((t_in,) if timed else ()), y, *params)
             grads: tuple[torch.Tensor | None, ...] = (None,) * len(inputs)
-            if any(f.requires_grad for f in fs):  # (not when f reads none of them, e.g. t alone with no parameters)
-                grads = torch.autograd.grad(fs, inputs, prob.split(-z[k + n : k + 2 * n]), allow_unused=True)
+            read = [i for i, f in enumerate(fs) if f.requires_grad]  # parts of f that read t, y or the parameters
+            if read:  # (none when f reads none of them, e.g. t alone with no parameters)
+                outs, cotangents = fs, prob.split(-z[k + n : k + 2 * n])
+                if len(read) < len(fs):  # (a constant part, e.g. zeros_like(y_i))
+                    outs, cotangents = tuple(fs[i] for i in read), tuple(cotangents[i] for i in read)
+                grads = torch.autograd.grad(outs, inputs, cotangents, allow_unused=True)
         vjps = [flat(v, x) for v, x in zip(grads, inputs)]
         return torch.cat(vjps[:k] + [(f.detach() if graph else f).reshape(-1) for f in fs] + vjps[k:])
 

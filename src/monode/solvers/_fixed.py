@@ -246,13 +246,14 @@ class FixedStepSolver:
 
     def integrate_until_event(
         self, func: Callable, y0: torch.Tensor, t0: float, direction: float, event_fn: Callable, tol: float,
-        callbacks: Callbacks = NONE,
+        callbacks: Callbacks = NONE, clock: Clock | None = None,
     ) -> tuple[float, torch.Tensor, SolverStats]:  # fmt: skip
         """Step by step_size from t0 in `direction` until event_fn(t, y) changes sign, then locate the change by
-        bisection on the step's interpolant to within `tol` (torchdiffeq: its atol): (event time, state, counts)."""
+        bisection on the step's interpolant to within `tol` (torchdiffeq: its atol): (event time, state, counts).
+        With a differentiable `clock` the state depends on t0 (the steps move with it, the event time does not)."""
         if self.step_size is None:
             raise ODEInputError(f"{self.name}: events with a fixed-step method need options['step_size']")
-        clock, h = Clock(), direction * self.step_size
+        clock, h = Clock() if clock is None else clock, direction * self.step_size
         t, y, carry, nfe, steps = t0, y0, None, 0, 0
         self.extra_nfe = 0
         sign0 = torch.sign(event_fn(clock.at(t0, y0), y0))
@@ -276,12 +277,15 @@ class FixedStepSolver:
                 f0, nfe = func(clock.at(t, y), y), nfe + 1
             f1, nfe = func(clock.at(t1, y1), y1), nfe + 1
 
-        def at(s: float) -> torch.Tensor:
-            x = (s - t) / h
+        def at(s: float, differentiable: bool = False) -> torch.Tensor:
+            x: Scalar = (s - t) / h
+            if differentiable:  # the position moves with t0 through the step's start
+                x = (torch.tensor(s, dtype=y.dtype, device=y.device) - clock.at(t, y)) / h
             return linear(x, y, y1) if f1 is None or f0 is None else hermite(x, h, y, f0, y1, f1)
 
         t_event = locate_event(t, t1, tol, lambda s: bool(torch.sign(event_fn(clock.at(s, y), at(s))) == sign0))
-        return t_event, at(t_event), SolverStats(forward_nfe=nfe + self.extra_nfe, forward_steps=steps)
+        state = at(t_event, clock.differentiable)
+        return t_event, state, SolverStats(forward_nfe=nfe + self.extra_nfe, forward_steps=steps)
 
 
 class ExplicitRungeKutta(FixedStepSolver):

@@ -110,19 +110,29 @@ def check_event_times(prob: Problem, what: str) -> None:
 
 
 def find_event(
-    solver: Solver, prob: Problem, y0: torch.Tensor, event_fn: Any, callbacks: _callbacks.Callbacks, atol: float
+    solver: Solver,
+    prob: Problem,
+    y0: torch.Tensor,
+    event_fn: Any,
+    callbacks: _callbacks.Callbacks,
+    atol: float,
+    clock: Clock | None = None,
 ) -> tuple[float, torch.Tensor, SolverStats]:
     """Solve from (t0, y0) until event_fn changes sign, located to within atol: (event time, state, counts)."""
     if not isinstance(solver, EventSolver):
         raise ODEInputError(f"{type(solver).__name__} does not support event_fn")
     direction = 1.0 if prob.times[1] > prob.times[0] else -1.0
     event = combine(event_fn, prob)
-    return solver.integrate_until_event(prob.func, y0, prob.times[0], direction, event, atol, callbacks)
+    return solver.integrate_until_event(prob.func, y0, prob.times[0], direction, event, atol, callbacks, clock)
 
 
-def _until_event(solver: Solver, prob: Problem, event_fn: Any, callbacks: Any, atol: float) -> tuple[torch.Tensor, Any]:
-    """odeint with event_fn: (event time, solution at [t0, event time]) as torchdiffeq returns them."""
-    t_event, y_event, stats = find_event(solver, prob, prob.y0, event_fn, callbacks, atol)
+def _until_event(
+    solver: Solver, prob: Problem, event_fn: Any, callbacks: Any, atol: float, clock: Clock
+) -> tuple[torch.Tensor, Any]:
+    """odeint with event_fn: (event time, solution at [t0, event time]) as torchdiffeq returns them; the state
+    at the event depends on t0 through `clock` when t requires grad, the event time itself has no graph (as
+    torchdiffeq's: `odeint_event` adds its gradient)."""
+    t_event, y_event, stats = find_event(solver, prob, prob.y0, event_fn, callbacks, atol, clock)
     sol = torch.stack([prob.y0, y_event])
     record_forward(stats, sol, backprop=True)
     return torch.tensor(t_event, dtype=prob.t.dtype, device=prob.t.device), prob.unflatten(sol)
@@ -184,7 +194,7 @@ def odeint(
     clock, callbacks, _ = setup(solver, prob, method)
     if event_fn is not None:
         check_event_times(prob, "odeint")
-        return _until_event(solver, prob, event_fn, callbacks, atol)
+        return _until_event(solver, prob, event_fn, callbacks, atol, clock)
     sol, stats = solver.integrate(prob.func, prob.y0, prob.times, clock, callbacks)
     record_forward(stats, sol, backprop=True)
     return prob.unflatten(sol)

@@ -43,6 +43,8 @@ class EventSolver(Solver, Protocol):
         event_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         tol: float,
         callbacks: Callbacks = ...,
+        clock: Clock | None = None,
     ) -> tuple[float, torch.Tensor, SolverStats]:
-        """(event time located to within `tol`, state there, counts)."""
+        """(event time located to within `tol`, state there, counts); the state differentiable in the start time
+        through a differentiable `clock`."""
         ...
