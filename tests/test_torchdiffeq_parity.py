@@ -165,6 +165,45 @@ def test_fixed_grid_options_equal_torchdiffeq(method: str, options: dict) -> Non
         )
 
 
+def test_a_grid_constructor_under_the_adjoint_gets_what_torchdiffeqs_gets() -> None:
+    """odeint_adjoint with a grid_constructor: the backward solve of each interval calls it with the adjoint
+    dynamics, the flat adjoint state and [t_i, t_i-1], as torchdiffeq does (it failed in backward), and the
+    gradients equal torchdiffeq's."""
+    from monode import odeint_adjoint
+
+    results = []
+    for solve in (odeint_adjoint, torchdiffeq.odeint_adjoint):
+        seen = []
+
+        def grid(func, y0, t, _seen=seen):
+            _seen.append((t.tolist(), tuple(y0.shape), tuple(func(t[0], y0).shape)))
+            return torch.linspace(float(t[0]), float(t[-1]), 11, dtype=t.dtype)
+
+        x0 = torch.tensor([1.0, 0.5], dtype=torch.float64, requires_grad=True)
+        t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+        xs = solve(lambda t, x: -x * t, x0, t, method="rk4", options=dict(grid_constructor=grid), adjoint_params=())
+        xs[1:].sum().backward()
+        results.append((seen, x0.grad))
+    (ours, grad), (ref, ref_grad) = results
+    assert ours == ref == [([0.0, 0.5, 1.0], (2,), (2,)), ([1.0, 0.5], (5,), (5,)), ([0.5, 0.0], (5,), (5,))]
+    torch.testing.assert_close(grad, ref_grad, rtol=0, atol=1e-15)
+
+
+def test_the_adjoints_event_time_is_an_output_whose_gradient_is_ignored() -> None:
+    """As torchdiffeq's: `event_t.backward()` runs (and adds nothing); odeint_event gives it a gradient."""
+    from monode import odeint_adjoint
+
+    g = torch.tensor(9.8, dtype=torch.float64, requires_grad=True)
+    h0 = torch.tensor([10.0], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    event_t, (h, v) = odeint_adjoint(_ball(g), (h0, torch.zeros(1, dtype=torch.float64)), t,
+                                     event_fn=lambda t, s: s[0], adjoint_params=(g,))  # fmt: skip
+    event_t.backward(retain_graph=True)
+    assert h0.grad is not None and g.grad is not None
+    assert h0.grad.abs().max().item() == 0.0 and g.grad.item() == 0.0
+    assert event_t.item() == pytest.approx((2 * 10 / 9.8) ** 0.5, rel=1e-6)
+
+
 def test_exact_times_keeps_monodes_grid() -> None:
     """exact_times=True: every output time is a grid point (euler, step 0.25, t = [0, .3, .7, 1]: 6 evaluations
     on steps [0, .15, .3], [.3, .5, .7], [.7, 1]) instead of torchdiffeq's 4 and interpolation."""

@@ -188,9 +188,8 @@ class _AdjointSolve(torch.autograd.Function):
         ctx.save_for_backward(sol, t, *params)
         if spec.event_fn is None:
             return sol
-        event_t = torch.tensor(ctx.times[1], dtype=t.dtype, device=t.device)
-        ctx.mark_non_differentiable(event_t)
-        return sol, event_t
+        # as torchdiffeq's, an output of the graph whose gradient backward ignores (so `event_t.backward()` runs)
+        return sol, torch.tensor(ctx.times[1], dtype=t.dtype, device=t.device)
 
     @staticmethod
     def backward(ctx: Any, grad_sol: torch.Tensor, *_event_t: Any) -> tuple[Any, ...]:
@@ -222,6 +221,8 @@ class _AdjointSolve(torch.autograd.Function):
                     time_grads[i] = f_i.reshape(-1).dot(grad_sol[i].reshape(-1))
                 tau = tau - time_grads[i]
             z0 = torch.cat([tau, sol[i].reshape(-1), adj, grads])
+            # a grid_constructor gets what torchdiffeq hands it: the adjoint dynamics, the flat state, [t_i, t_i-1]
+            solver.user = (augmented, z0, torch.tensor([times[i], times[i - 1]], dtype=t.dtype, device=t.device))
             zs, stats = solver.integrate(augmented, z0, [times[i], times[i - 1]], None, spec.adjoint_callbacks)
             tau, adj, grads = zs[-1, :k], zs[-1, k + n : k + 2 * n], zs[-1, k + 2 * n :]
             adj = adj + grad_sol[i - 1].reshape(-1)
