@@ -265,6 +265,69 @@ class Counting(torch.nn.Module):
         self.counts["reject"] += 1
 
 
+PER_COMPONENT = {
+    "tuples": dict(rtol=(1e-3, 1e-5), atol=(1e-5, 1e-7)),
+    "list-rtol": dict(rtol=[1e-3, 1e-5], atol=1e-7),
+    "tensor-part": dict(rtol=1e-4, atol=(1e-6, torch.full((8,), 1e-7))),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tolerances", list(PER_COMPONENT.values()), ids=list(PER_COMPONENT))
+@pytest.mark.parametrize("method", sorted(set(SHARED) - set(FIXED) - {"scipy_solver"}))
+def test_per_component_tolerances_equal_torchdiffeq(method: str, tolerances: dict, dtype: torch.dtype) -> None:
+    """rtol/atol with one entry per part of a tuple state (numbers or tensors of the part's size), or anything that
+    broadcasts to a tensor state: NFE and solutions bitwise torchdiffeq's, also in float32, where torchdiffeq's
+    per-component tolerances are float64 tensors that make the error ratio float64."""
+    w = torch.randn(4, 4, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    y0 = tuple(torch.randn(2, 4, generator=torch.Generator().manual_seed(k), dtype=dtype) for k in (1, 2))
+    t = torch.tensor([0.0, 0.7, 1.5], dtype=dtype)
+    results = []
+    for solve in (odeint, torchdiffeq.odeint):
+        calls = [0]
+
+        def field(t, s, _calls=calls):
+            _calls[0] += 1
+            return torch.tanh(s[1] @ w) * (1 + t), -0.5 * s[0]
+
+        results.append((solve(field, y0, t, method=method, **tolerances), calls[0]))
+    (ours, nfe), (ref, ref_nfe) = results
+    assert nfe == ref_nfe
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    rtol = torch.tensor([1e-3, 1e-5, 1e-4, 1e-5])  # a tensor state: broadcast over its last dimension
+    y = torch.randn(3, 4, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    ours, ref = (solve(lambda t, y: -torch.tanh(y) * (1 + t), y, t, method=method, rtol=rtol, atol=1e-7)
+                 for solve in (odeint, torchdiffeq.odeint))  # fmt: skip
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+
+
+def test_per_component_tolerance_errors() -> None:
+    from monode import odeint_adjoint
+
+    f = lambda t, s: (s[1], -s[0])  # noqa: E731
+    y0, t = (torch.ones(3), torch.zeros(3)), torch.tensor([0.0, 1.0])
+    with pytest.raises(ODEInputError, match=r"rtol has 3 entries, but the state y0 is a tuple of 2"):
+        odeint(f, y0, t, rtol=(1e-3, 1e-4, 1e-5))
+    with pytest.raises(ODEInputError, match=r"atol must be finite and >= 0 in every component"):
+        odeint(f, y0, t, atol=(1e-3, -1.0))
+    with pytest.raises(ODEInputError, match=r"rtol=.* does not match the state y0"):
+        odeint(lambda t, y: -y, torch.ones(2, 3), t, rtol=torch.tensor([1e-3, 1e-4]))
+    with pytest.raises(ODEInputError, match=r"rtol cannot require gradient"):
+        odeint(f, y0, t, rtol=torch.full((2,), 1e-3, requires_grad=True))
+    with pytest.raises(ODEInputError, match=r"implicit_adams: rtol and atol must be numbers"):
+        odeint(f, y0, t, rtol=(1e-3, 1e-4), method="implicit_adams", options=dict(step_size=0.1))
+    with pytest.raises(ODEInputError, match=r"options\['compile'\] takes rtol and atol as numbers"):
+        odeint(f, y0, t, rtol=(1e-3, 1e-4), options=dict(compile=True))
+    net = torch.nn.Linear(3, 3)
+    with pytest.raises(ODEInputError, match=r"per-component rtol/atol pass adjoint_rtol and adjoint_atol as numbers"):
+        odeint_adjoint(lambda t, s: (s[1], net(s[0])), y0, t, rtol=(1e-3, 1e-4), adjoint_params=tuple(net.parameters()))
+    # fixed-grid methods read no tolerance, as torchdiffeq's
+    rk4 = dict(method="rk4", options=dict(step_size=0.1))
+    ignored = odeint(f, y0, t, rtol=(1e-3, 1e-4), **rk4)[0]
+    torch.testing.assert_close(ignored, odeint(f, y0, t, **rk4)[0], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("method", ["dopri5", "euler"])
 def test_callbacks_are_called_as_torchdiffeq_calls_them(method: str) -> None:
     t = torch.tensor([1.0, 0.0], dtype=torch.float64)

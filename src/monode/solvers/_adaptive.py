@@ -144,8 +144,14 @@ class AdaptiveRungeKutta:
         self.max_num_steps = check_max_num_steps(name, max_num_steps)
         self.compile = _compile.check_option(name, compile)
         self.rtol, self.atol, self.norm = rtol, atol, norm
-        self.atol_per_component: torch.Tensor | None = None  # set by the adjoint for scaled gradient parts
+        # per-component tolerances on the solver's state (the user's, or the adjoint's scaled gradient parts);
+        # rtol and atol are then their smallest values, for checks and messages
+        self.rtol_per_component: torch.Tensor | None = None
+        self.atol_per_component: torch.Tensor | None = None
         self.user: Any = None  # (the `Solver` interface; adaptive methods do not read it)
+
+    def _rtol(self) -> torch.Tensor | float:
+        return self.rtol if self.rtol_per_component is None else self.rtol_per_component
 
     def _atol(self) -> torch.Tensor | float:
         return self.atol if self.atol_per_component is None else self.atol_per_component
@@ -190,8 +196,12 @@ class AdaptiveRungeKutta:
         y1, ks, err = rk_step(func, self.tableau, times, dt, y, f0, error=True)
         assert err is not None
         with torch.no_grad():
-            tol = torch.maximum(y.abs(), y1.abs()).mul_(scalar(self.rtol, y)).add_(scalar(atol, y))
-            ratio = self.norm(err.div_(tol))
+            rtol = self._rtol()
+            if isinstance(rtol, torch.Tensor) and rtol.dtype != y.dtype:  # per-component, in the time dtype
+                ratio = self.norm(err / (atol + rtol * torch.maximum(y.abs(), y1.abs())))  # (promoted, as there)
+            else:
+                tol = torch.maximum(y.abs(), y1.abs()).mul_(scalar(rtol, y)).add_(scalar(atol, y))
+                ratio = self.norm(err.div_(tol))
         return y1, ks, ratio
 
     def start(
@@ -202,22 +212,27 @@ class AdaptiveRungeKutta:
         f0 = func(t0, y0)
         with torch.no_grad():
             c = functools.partial(scalar, like=y0)  # constants as cached tensors (the same arithmetic)
-            scale = (y0.abs() * c(self.rtol)).add_(c(atol))
+            rtol = self._rtol()
+            if isinstance(rtol, torch.Tensor) and rtol.dtype != y0.dtype:  # per-component, in the time dtype
+                scale = atol + y0.abs() * rtol  # (promoted, as torchdiffeq's: so are the norms below)
+            else:
+                scale = (y0.abs() * c(rtol)).add_(c(atol))
             d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)
-            h0 = torch.where(torch.minimum(d0, d1) < c(1e-5), c(1e-6), c(0.01) * d0 / d1)  # (NaN in d0, d1: raised)
+            k = functools.partial(scalar, like=d0)  # constants the norms meet, in their dtype
+            h0 = torch.where(torch.minimum(d0, d1) < k(1e-5), c(1e-6), k(0.01) * d0 / d1)  # (NaN in d0, d1: raised)
             step = c(direction) * h0
-            f1 = func(t0 + step, y0 + step * f0)
+            f1 = func((t0 + step).to(t0.dtype), y0 + step * f0)
             d2 = self.norm((f1 - f0) / scale) / h0
             d2 = torch.nan_to_num(
                 d2, nan=0.0, posinf=0.0, neginf=0.0
             )  # NaN/Inf just after t0: the loop shrinks the step
             d12 = torch.maximum(d1, d2)
             h1 = torch.where(
-                d12 <= c(1e-15),
-                torch.clamp(h0 * c(1e-3), min=1e-6),
-                (d12.reciprocal() * c(0.01)) ** (1.0 / self.tableau.order),  # torchdiffeq's 0.01 / max(d1, d2)
+                d12 <= k(1e-15),
+                torch.clamp(h0 * k(1e-3), min=1e-6),
+                (d12.reciprocal() * k(0.01)) ** (1.0 / self.tableau.order),  # torchdiffeq's 0.01 / max(d1, d2)
             )
-            return f0, torch.stack([torch.minimum(c(100.0) * h0, h1), d0, d1])
+            return f0, torch.stack([torch.minimum(k(100.0) * h0, h1), d0, d1])
 
     def _trial(
         self, func: Callable, clock: Clock, t: float, dt: float, t1: float, y: torch.Tensor, f: torch.Tensor

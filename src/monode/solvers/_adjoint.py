@@ -28,7 +28,7 @@ from ._adaptive import AdaptiveRungeKutta
 from ._callbacks import NONE, Callbacks
 from ._errors import ODEInputError
 from ._inputs import Func, Problem, check_options, check_tolerance, prepare, segment_rms_max
-from ._integrate import check_event_times, find_event, make_solver, record_forward, setup, state_norm
+from ._integrate import check_event_times, find_event, make_solver, record_forward, setup, state_norm, tolerances
 from ._interface import Solver
 from ._stats import active_recorders, report
 from .fields import ClosedFormField, ParametrizedField
@@ -272,7 +272,8 @@ def odeint_adjoint(
     `odeint_interface=odeint_adjoint` also differentiates the event time), plus:
 
     Args:
-        adjoint_rtol: the backward solve's rtol (default: the forward's).
+        adjoint_rtol: the backward solve's rtol (default: the forward's; a number, needed when rtol or atol is
+            per component).
         adjoint_atol: the backward solve's atol (default: the forward's).
         adjoint_method: the backward solve's method (default: the forward's).
         adjoint_options: options of the backward solve (default: the forward options without norm;
@@ -288,7 +289,6 @@ def odeint_adjoint(
 
     A `t` that requires grad gets dL/dt as torchdiffeq computes it (see the module docstring).
     """
-    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     options = check_options(options)
     if adjoint_params is None:
         if isinstance(func, ParametrizedField):
@@ -301,6 +301,16 @@ def odeint_adjoint(
                 "(the tensors to differentiate; () if there are none)"
             )
     params = tuple(p for p in adjoint_params if p.requires_grad)
+    prob = prepare(func, y0, t)
+    per_component_given = not all(
+        isinstance(v, (int, float)) or torch.is_tensor(v) and v.numel() == 1 for v in (rtol, atol)
+    )
+    rtol, atol, per_component = tolerances(prob, rtol, atol)
+    if per_component_given and (adjoint_rtol is None or adjoint_atol is None):
+        raise ODEInputError(
+            "odeint_adjoint: with per-component rtol/atol pass adjoint_rtol and adjoint_atol as numbers (the backward "
+            "state [t, y, a, parameter gradients] has other components)"
+        )
     adjoint_rtol = rtol if adjoint_rtol is None else check_tolerance("adjoint_rtol", adjoint_rtol)
     adjoint_atol = atol if adjoint_atol is None else check_tolerance("adjoint_atol", adjoint_atol)
     if adjoint_method is None:
@@ -317,10 +327,10 @@ def odeint_adjoint(
     if not (adjoint_norm in ("mixed", "seminorm") or callable(adjoint_norm)):
         raise ODEInputError(f"adjoint_options['norm'] must be 'seminorm', 'mixed' or callable, got {adjoint_norm!r}")
 
-    prob = prepare(func, y0, t)
     if event_fn is not None:
         check_event_times(prob, "odeint_adjoint")
     solver = make_solver(method, options, rtol, atol, state_norm(prob, options.get("norm")), dtype=prob.y0.dtype)
+    per_component(solver)
     _, callbacks, adjoint_callbacks = setup(solver, prob, method)
     # the backward configuration is validated now, not at backward time
     make_solver(adjoint_method, adjoint_options, adjoint_rtol, adjoint_atol, lambda z: segment_rms_max(z, None),

@@ -189,6 +189,34 @@ def check_tolerance(name: str, value: Any) -> float:
     return float(value)
 
 
+def per_component_tolerance(name: str, value: Any, prob: Problem) -> tuple[float, torch.Tensor | None]:
+    """rtol or atol as torchdiffeq takes them: a number (or a one-element tensor), or one value per component:
+    for a tuple state a sequence with one entry per part (a number, or a tensor of the part's size), for a tensor
+    state anything that broadcasts to it. Returns (the smallest value, the tolerance on the solver's state or None
+    for a number); per-part numbers become default-dtype tensors first, as in torchdiffeq."""
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        raise ODEInputError(f"{name} cannot require gradient")
+    if not isinstance(value, (tuple, list, torch.Tensor)) or (isinstance(value, torch.Tensor) and value.numel() == 1):
+        return check_tolerance(name, value), None
+    like = prob.y0
+    try:
+        if prob.layout is None:
+            tol = torch.as_tensor(value, dtype=torch.float64, device=like.device).expand(prob.shape)
+        else:
+            parts = tuple(value)
+            if len(parts) != len(prob.layout.shapes):
+                raise ODEInputError(
+                    f"{name} has {len(parts)} entries, but the state y0 is a tuple of {len(prob.layout.shapes)}"
+                )
+            tol = torch.cat([torch.as_tensor(v).expand(n) for v, n in zip(parts, prob.layout.numels)])
+            tol = tol.to(device=like.device)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ODEInputError(f"{name}={value!r} does not match the state y0 ({error})") from None
+    if tol.numel() == 0 or not bool((torch.isfinite(tol) & (tol >= 0)).all()):
+        raise ODEInputError(f"{name} must be finite and >= 0 in every component, got {value!r}")
+    return float(tol.min()), tol
+
+
 def prepare(func: Func, y0: Any, t: Any) -> Problem:
     """Validate (func, y0, t) and return the flat problem."""
     if not callable(func):

@@ -12,12 +12,29 @@ from ._adaptive import AdaptiveRungeKutta
 from ._clock import Clock
 from ._errors import ODEInputError
 from ._events import combine
-from ._inputs import Func, Problem, check_options, check_resolvable, check_tolerance, prepare, segment_rms_max
+from ._inputs import (
+    Func,
+    Problem,
+    check_options,
+    check_resolvable,
+    per_component_tolerance,
+    prepare,
+    segment_rms_max,
+)
 from ._interface import EventSolver, Solver
 from ._registry import METHODS
 from ._stats import SolverStats, active_recorders, report
 
-__all__ = ["odeint", "make_solver", "state_norm", "record_forward", "setup", "check_event_times", "find_event"]
+__all__ = [
+    "odeint",
+    "make_solver",
+    "state_norm",
+    "record_forward",
+    "setup",
+    "check_event_times",
+    "find_event",
+    "tolerances",
+]
 
 Norm = Callable[[torch.Tensor], torch.Tensor]
 
@@ -50,6 +67,39 @@ def make_solver(
     if getattr(cls, "tolerances", False):  # the Adams corrector's convergence test, scipy's solve_ivp
         options.update(rtol=rtol, atol=atol)
     return cls(**options)
+
+
+def tolerances(prob: Problem, rtol: Any, atol: Any) -> tuple[float, float, Callable[[Solver], None]]:
+    """rtol and atol checked (numbers, or per component as torchdiffeq takes them), as (smallest rtol, smallest
+    atol, a function that gives a solver the per-component ones). The adaptive Runge-Kutta methods read them
+    per component; fixed-grid methods read no tolerance (as torchdiffeq's), the Adams corrector and scipy take
+    numbers only."""
+    rtol, rtol_parts = per_component_tolerance("rtol", rtol, prob)
+    atol, atol_parts = per_component_tolerance("atol", atol, prob)
+
+    def give(solver: Solver) -> None:
+        if rtol_parts is None and atol_parts is None:
+            return
+        if isinstance(solver, AdaptiveRungeKutta):
+            if solver.compile:
+                raise ODEInputError(
+                    f"{solver.name}: options['compile'] takes rtol and atol as numbers, not per component"
+                )
+            # in torchdiffeq's time dtype (float64, or options['dtype'], promoted with the state's); a number
+            # beside a per-component tolerance becomes a 0-d tensor of it
+            like = prob.y0
+            dtype = torch.promote_types(torch.float32 if solver.float32_time else torch.float64, like.dtype)
+            solver.rtol_per_component, solver.atol_per_component = (
+                torch.as_tensor(number if parts is None else parts, dtype=dtype, device=like.device)
+                for number, parts in ((rtol, rtol_parts), (atol, atol_parts))
+            )
+        elif getattr(solver, "tolerances", False):
+            raise ODEInputError(
+                f"{solver.name}: rtol and atol must be numbers (per-component tolerances are read by the adaptive "
+                "Runge-Kutta methods)"
+            )
+
+    return rtol, atol, give
 
 
 def setup(
@@ -159,8 +209,10 @@ def odeint(
             of `y0` and the return value must too.
         y0: initial state, a tensor or a tuple of tensors (e.g. momentum states (h, m) or (h, m, v)).
         t: 1-D strictly increasing or strictly decreasing times (decreasing integrates backwards).
-        rtol: relative tolerance of adaptive methods (the error is scaled by atol + rtol * max(|y0|, |y1|)).
-        atol: absolute tolerance of adaptive methods.
+        rtol: relative tolerance of adaptive methods (the error is scaled by atol + rtol * max(|y0|, |y1|)); a
+            number, or per component as torchdiffeq takes it: one entry per part of a tuple state (a number or a
+            tensor of the part's size), or a tensor broadcasting to a tensor state.
+        atol: absolute tolerance of adaptive methods; the same forms.
         method: a name in `METHODS`: torchdiffeq's (adaptive "dopri8", "dopri5" (default), "bosh3",
             "fehlberg2", "adaptive_heun"; fixed-grid "euler", "midpoint", "heun2", "heun3", "rk4" (3/8 rule),
             "explicit_adams", "implicit_adams"/"fixed_adams"; "scipy_solver"), and "tsit5", "rk4_classic", "nag".
@@ -187,10 +239,11 @@ def odeint(
 
     Counts are recorded by `record_stats`.
     """
-    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     prob = prepare(func, y0, t)
+    rtol, atol, per_component = tolerances(prob, rtol, atol)
     norm = state_norm(prob, check_options(options).get("norm"))
     solver = make_solver(method, options, rtol, atol, norm, dtype=prob.y0.dtype)
+    per_component(solver)
     clock, callbacks, _ = setup(solver, prob, method)
     if event_fn is not None:
         check_event_times(prob, "odeint")
