@@ -302,11 +302,8 @@ def odeint_adjoint(
             )
     params = tuple(p for p in adjoint_params if p.requires_grad)
     prob = prepare(func, y0, t)
-    per_component_given = not all(
-        isinstance(v, (int, float)) or torch.is_tensor(v) and v.numel() == 1 for v in (rtol, atol)
-    )
     rtol, atol, per_component = tolerances(prob, rtol, atol)
-    if per_component_given and (adjoint_rtol is None or adjoint_atol is None):
+    if per_component is not None and (adjoint_rtol is None or adjoint_atol is None):
         raise ODEInputError(
             "odeint_adjoint: with per-component rtol/atol pass adjoint_rtol and adjoint_atol as numbers (the backward "
             "state [t, y, a, parameter gradients] has other components)"
@@ -330,7 +327,8 @@ def odeint_adjoint(
     if event_fn is not None:
         check_event_times(prob, "odeint_adjoint")
     solver = make_solver(method, options, rtol, atol, state_norm(prob, options.get("norm")), dtype=prob.y0.dtype)
-    per_component(solver)
+    if per_component is not None:
+        per_component(solver)
     _, callbacks, adjoint_callbacks = setup(solver, prob, method)
     # the backward configuration is validated now, not at backward time
     make_solver(adjoint_method, adjoint_options, adjoint_rtol, adjoint_atol, lambda z: segment_rms_max(z, None),

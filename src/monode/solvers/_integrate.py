@@ -69,17 +69,17 @@ def make_solver(
     return cls(**options)
 
 
-def tolerances(prob: Problem, rtol: Any, atol: Any) -> tuple[float, float, Callable[[Solver], None]]:
+def tolerances(prob: Problem, rtol: Any, atol: Any) -> tuple[float, float, Callable[[Solver], None] | None]:
     """rtol and atol checked (numbers, or per component as torchdiffeq takes them), as (smallest rtol, smallest
-    atol, a function that gives a solver the per-component ones). The adaptive Runge-Kutta methods read them
-    per component; fixed-grid methods read no tolerance (as torchdiffeq's), the Adams corrector and scipy take
-    numbers only."""
+    atol, None for numbers or else a function that gives a solver the per-component ones). The adaptive
+    Runge-Kutta methods read them per component; fixed-grid methods read no tolerance (as torchdiffeq's), the
+    Adams corrector and scipy take numbers only."""
     rtol, rtol_parts = per_component_tolerance("rtol", rtol, prob)
     atol, atol_parts = per_component_tolerance("atol", atol, prob)
+    if rtol_parts is None and atol_parts is None:
+        return rtol, atol, None
 
     def give(solver: Solver) -> None:
-        if rtol_parts is None and atol_parts is None:
-            return
         if isinstance(solver, AdaptiveRungeKutta):
             if solver.compile:
                 raise ODEInputError(
@@ -243,7 +243,8 @@ def odeint(
     rtol, atol, per_component = tolerances(prob, rtol, atol)
     norm = state_norm(prob, check_options(options).get("norm"))
     solver = make_solver(method, options, rtol, atol, norm, dtype=prob.y0.dtype)
-    per_component(solver)
+    if per_component is not None:
+        per_component(solver)
     clock, callbacks, _ = setup(solver, prob, method)
     if event_fn is not None:
         check_event_times(prob, "odeint")
