@@ -338,6 +338,8 @@ def test_bad_state_and_output_structure() -> None:
         odeint(lambda t, y: -y, torch.ones(2), t, method="rk5")
     with pytest.raises(ODEInputError, match=r"does not take option\(s\) \['step_size'\]"):
         odeint(lambda t, y: -y, torch.ones(2), t, options=dict(step_size=0.1))
+    with pytest.raises(ODEInputError, match="y0 must have a floating or complex dtype, got torch.int64"):
+        odeint(lambda t, y: -y, torch.ones(2, dtype=torch.int64), t)
     with pytest.raises(ODEInputError, match="rtol must be a finite float >= 0, got -1"):
         odeint(lambda t, y: -y, torch.ones(2), t, rtol=-1)
     with pytest.raises(ODEInputError, match=r"\|momentum\| < 1"):

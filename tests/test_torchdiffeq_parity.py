@@ -265,6 +265,59 @@ class Counting(torch.nn.Module):
         self.counts["reject"] += 1
 
 
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize("method", sorted(set(SHARED) - {"scipy_solver"}))
+def test_complex_states_equal_torchdiffeq(method: str, dtype: torch.dtype) -> None:
+    """A complex state, as torchdiffeq integrates it (time in the state's real dtype, norms of magnitudes): NFE
+    equal, adaptive solutions bitwise, fixed-grid ones to rounding (as for real states)."""
+    w = 0.5 * torch.randn(4, 4, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    y0 = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    t = torch.tensor([0.0, 0.4, 1.0], dtype=torch.float64)
+    options = dict(step_size=0.1, **({"max_order": 4} if "max_order" in METHODS[method].options else {}))
+    results = []
+    for solve in (odeint, torchdiffeq.odeint):
+        calls = [0]
+
+        def field(t, y, _calls=calls):
+            assert not t.is_complex()
+            _calls[0] += 1
+            return 1j * torch.tanh(y @ w) * (1 + t)
+
+        opts = options if method in FIXED else None
+        results.append((solve(field, y0, t, method=method, options=opts, rtol=1e-5, atol=1e-7), calls[0]))
+    (ours, nfe), (ref, ref_nfe) = results
+    assert nfe == ref_nfe and ours.dtype == dtype
+    atol = 0.0 if method not in FIXED else 1e-11 if dtype == torch.complex128 else 5e-6
+    torch.testing.assert_close(ours, ref, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("method,options", [("dopri5", None), ("rk4", dict(step_size=0.1))])
+def test_complex_gradients_by_backprop_and_the_adjoint(method: str, options: dict | None) -> None:
+    """gradcheck through a complex solve; the adjoint's gradients torchdiffeq's (bitwise for the adaptive method,
+    to rounding on the fixed grid, whose step arithmetic is torchdiffeq's only to rounding)."""
+    from monode import odeint_adjoint
+
+    dtype = torch.complex128
+    t = torch.tensor([0.0, 0.5], dtype=torch.float64)
+    w = (0.5 * torch.randn(2, 2, generator=torch.Generator().manual_seed(2), dtype=dtype)).requires_grad_(True)
+    y0 = torch.randn(2, generator=torch.Generator().manual_seed(3), dtype=dtype).requires_grad_(True)
+
+    def solve(y0, w):
+        return odeint(lambda t, y: torch.tanh(w @ y) * (1 + t), y0, t, method=method, options=options,
+                      rtol=1e-10, atol=1e-12)  # fmt: skip
+
+    assert torch.autograd.gradcheck(solve, (y0, w), atol=1e-5)
+    grads = []
+    for adjoint in (odeint_adjoint, torchdiffeq.odeint_adjoint):
+        w_, y_ = w.detach().clone().requires_grad_(True), y0.detach().clone().requires_grad_(True)
+        out = adjoint(lambda t, y: torch.tanh(w_ @ y) * (1 + t), y_, t, method=method, options=options,
+                      adjoint_params=(w_,))  # fmt: skip
+        out.abs().pow(2).sum().backward()
+        grads.append((y_.grad, w_.grad))
+    for ours, ref in zip(*grads):
+        torch.testing.assert_close(ours, ref, rtol=0, atol=0 if options is None else 1e-14)
+
+
 PER_COMPONENT = {
     "tuples": dict(rtol=(1e-3, 1e-5), atol=(1e-5, 1e-7)),
     "list-rtol": dict(rtol=[1e-3, 1e-5], atol=1e-7),

@@ -30,7 +30,7 @@ import torch
 
 from . import _compile
 from ._callbacks import NONE, Callbacks
-from ._clock import Clock, check_time_dtype, nudge, to_float32
+from ._clock import Clock, check_time_dtype, nudge, real_dtype, to_float32
 from ._errors import MaxStepsExceededError, ODEInputError, StepSizeUnderflowError
 from ._events import locate_event
 from ._fixed import DEFAULT_MAX_NUM_STEPS
@@ -162,7 +162,7 @@ class AdaptiveRungeKutta:
     def _begin_solve(self, y0: torch.Tensor) -> None:
         """Time is float32 when options['dtype'] is and the state's dtype does not promote it (torchdiffeq's time
         dtype is promote_types(options['dtype'], state dtype): a float64 state keeps float64 time)."""
-        self.time32 = self.float32_time and torch.promote_types(torch.float32, y0.dtype) == torch.float32
+        self.time32 = self.float32_time and torch.promote_types(torch.float32, real_dtype(y0.dtype)) == torch.float32
 
     def _clamp(self, dt: float) -> float:
         return min(max(dt, self.min_step), self.max_step)
@@ -239,12 +239,12 @@ class AdaptiveRungeKutta:
     ) -> tuple[torch.Tensor, list[torch.Tensor], float]:
         """The trial step dt (signed) from t to t1: stage times as torchdiffeq forms them (in float32
         arithmetic for a float32 state; a stage at the step's end one ulp before t1)."""
-        if y.dtype == torch.float32:
+        if real_dtype(y.dtype) == torch.float32:
             t32, dt32 = to_float32(t), to_float32(dt)
             values = [to_float32(t32 + to_float32(c * dt32)) for c in _nodes32(self.tableau)]
         else:
             values = [t + c * dt for c in self.tableau.c]
-        values = [nudge(t1, t, y.dtype) if c == 1.0 else v for v, c in zip(values, self.tableau.c)]
+        values = [nudge(t1, t, real_dtype(y.dtype)) if c == 1.0 else v for v, c in zip(values, self.tableau.c)]
         times = clock.values(values, y)
         if self.compile:
             out = _compile.call(self, "step", y.device, func, times, time_tensor([dt], y)[0], y, f, self._atol())
@@ -323,7 +323,7 @@ class AdaptiveRungeKutta:
 
         t_event = locate_event(step.t0, step.t1, tol, before)
         if clock.differentiable:
-            fixed = torch.tensor(t_event, dtype=y0.dtype, device=y0.device)
+            fixed = torch.tensor(t_event, dtype=real_dtype(y0.dtype), device=y0.device)
             return t_event, walk.dense((fixed - clock.at(step.t0, y0)) / step.dt), walk.stats()
         return t_event, walk.dense(step.position(t_event)), walk.stats()
 
@@ -432,7 +432,7 @@ class _Walk:
                 self.step_stops.passed()
             if stop_jump is not None:
                 self.jump_stops.passed()
-                f1 = func(clock.at(nudge(t1, t1 + direction, y.dtype), y), y1)  # the slope past the jump
+                f1 = func(clock.at(nudge(t1, t1 + direction, real_dtype(y.dtype)), y), y1)  # the slope past the jump
                 self.nfe += 1
             self._last = _Step(solver.tableau, t, t1, direction * step, y, y1, ks, solver.time32)
             self.t, self.y, self.f = t1, y1, f1

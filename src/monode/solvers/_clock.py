@@ -24,6 +24,15 @@ from ._errors import ODEInputError
 _FLOAT32 = struct.Struct("f")
 
 
+def real_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of time for a state of `dtype`: its own, or for a complex state its real part's (torchdiffeq's
+    `y.abs().dtype`)."""
+    return _REAL.get(dtype, dtype)
+
+
+_REAL = {torch.complex64: torch.float32, torch.complex128: torch.float64, torch.complex32: torch.float16}
+
+
 def to_float32(value: float) -> float:
     """`value` rounded to the nearest float32."""
     return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
@@ -68,10 +77,11 @@ class Clock:
 
     def values(self, values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
         """The times `values` as one tensor of the state's dtype."""
+        dtype = real_dtype(like.dtype)
         if self.t is None:
-            return torch.tensor(values, dtype=like.dtype, device=like.device)
-        offsets = torch.tensor([v - self.start for v in values], dtype=like.dtype, device=like.device)
-        return self.t[0].to(like.dtype) + offsets
+            return torch.tensor(values, dtype=dtype, device=like.device)
+        offsets = torch.tensor([v - self.start for v in values], dtype=dtype, device=like.device)
+        return self.t[0].to(dtype) + offsets
 
     def at(self, t: float, like: torch.Tensor) -> torch.Tensor:
         """The 0-d time tensor of t."""
@@ -80,5 +90,5 @@ class Clock:
     def output(self, i: int, t: float, like: torch.Tensor) -> torch.Tensor:
         """Output time i (float t) as a 0-d tensor: t[i] itself when differentiable."""
         if self.t is None:
-            return torch.tensor(t, dtype=like.dtype, device=like.device)
-        return self.t[i].to(like.dtype)
+            return torch.tensor(t, dtype=real_dtype(like.dtype), device=like.device)
+        return self.t[i].to(real_dtype(like.dtype))

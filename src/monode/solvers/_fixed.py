@@ -25,7 +25,7 @@ import torch
 
 from . import _compile
 from ._callbacks import NONE, Callbacks
-from ._clock import Clock, nudge
+from ._clock import Clock, nudge, real_dtype
 from ._errors import MaxStepsExceededError, NonFiniteStateError, ODEInputError
 from ._events import locate_event
 from ._inputs import check_max_num_steps, check_positive, time_tensor
@@ -184,7 +184,8 @@ class FixedStepSolver:
         nominal = [t + c * (t1 - t) if c != 1.0 else t1 for c in self.nodes]
         values = nominal
         if self.perturb:
-            values = [nudge(v, t1, y.dtype) if c == 0.0 else nudge(v, t, y.dtype) if c == 1.0 else v
+            real = real_dtype(y.dtype)
+            values = [nudge(v, t1, real) if c == 0.0 else nudge(v, t, real) if c == 1.0 else v
                       for v, c in zip(nominal, self.nodes)]  # fmt: skip
         if start is not None:  # differentiable: t_c = start + c (end - start), nudges kept as constant shifts
             dt = (end - start).to(y.dtype)
@@ -280,7 +281,7 @@ class FixedStepSolver:
         def at(s: float, differentiable: bool = False) -> torch.Tensor:
             x: Scalar = (s - t) / h
             if differentiable:  # the position moves with t0 through the step's start
-                x = (torch.tensor(s, dtype=y.dtype, device=y.device) - clock.at(t, y)) / h
+                x = (torch.tensor(s, dtype=real_dtype(y.dtype), device=y.device) - clock.at(t, y)) / h
             return linear(x, y, y1) if f1 is None or f0 is None else hermite(x, h, y, f0, y1, f1)
 
         t_event = locate_event(t, t1, tol, lambda s: bool(torch.sign(event_fn(clock.at(s, y), at(s))) == sign0))

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ._clock import real_dtype
 from ._errors import ODEInputError
 
 Func = Callable[[torch.Tensor, Any], Any]
@@ -231,8 +232,8 @@ def prepare(func: Func, y0: Any, t: Any) -> Problem:
         name = f"y0[{i}]" if isinstance(y0, tuple) else "y0"
         if not isinstance(p, torch.Tensor):
             raise ODEInputError(f"{name} must be a tensor, got {type(p).__name__}")
-        if not p.is_floating_point():
-            raise ODEInputError(f"{name} must have a floating dtype, got {p.dtype}")
+        if not (p.is_floating_point() or p.is_complex()):
+            raise ODEInputError(f"{name} must have a floating or complex dtype, got {p.dtype}")
         if p.dtype != parts[0].dtype or p.device != parts[0].device:
             raise ODEInputError(
                 f"all state tensors must share dtype and device: {name} is {p.dtype} on "
@@ -255,6 +256,7 @@ _NARROW = (torch.float16, torch.bfloat16)
 def _squares(x: torch.Tensor) -> torch.Tensor:
     """x^2 (torchdiffeq's |x|^2, the same to the bit), in float32 for half-precision states, whose squares
     overflow above 256."""
+    x = x.abs() if x.is_complex() else x  # (|x|^2 of a complex state, as torchdiffeq's)
     return (x.float() if x.dtype in _NARROW else x).pow(2)
 
 
@@ -285,8 +287,8 @@ def segment_rms_max(x: torch.Tensor, segments: Sequence[tuple[int, int]] | None)
 
 
 def time_tensor(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
-    """The times handed to func: a tensor of the state's dtype on its device."""
-    return torch.tensor(values, dtype=like.dtype, device=like.device)
+    """The times handed to func: a tensor of the state's (real) dtype on its device."""
+    return torch.tensor(values, dtype=real_dtype(like.dtype), device=like.device)
 
 
 def check_options(options: Any, name: str = "options") -> dict:

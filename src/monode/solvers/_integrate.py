@@ -207,7 +207,8 @@ def odeint(
     Args:
         func: callable `func(t, y)`; `t` is a 0-d tensor of the state's dtype, `y` has the structure
             of `y0` and the return value must too.
-        y0: initial state, a tensor or a tuple of tensors (e.g. momentum states (h, m) or (h, m, v)).
+        y0: initial state, a tensor or a tuple of tensors (e.g. momentum states (h, m) or (h, m, v)); real or
+            complex (time is then in the real dtype, as torchdiffeq).
         t: 1-D strictly increasing or strictly decreasing times (decreasing integrates backwards).
         rtol: relative tolerance of adaptive methods (the error is scaled by atol + rtol * max(|y0|, |y1|)); a
             number, or per component as torchdiffeq takes it: one entry per part of a tuple state (a number or a
