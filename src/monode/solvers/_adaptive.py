@@ -156,6 +156,12 @@ class AdaptiveRungeKutta:
     def _atol(self) -> torch.Tensor | float:
         return self.atol if self.atol_per_component is None else self.atol_per_component
 
+    def _wide_tolerances(self, like: torch.Tensor) -> bool:
+        """The user's per-component tolerances are in a wider dtype than the state's time dtype (torchdiffeq's
+        float64 tolerance tensors beside a float32 state): tolerance arithmetic then runs promoted, out of place."""
+        rtol = self.rtol_per_component
+        return rtol is not None and rtol.dtype != real_dtype(like.dtype)
+
     def _time(self, value: float) -> float:
         return to_float32(value) if self.time32 else value
 
@@ -197,8 +203,8 @@ class AdaptiveRungeKutta:
         assert err is not None
         with torch.no_grad():
             rtol = self._rtol()
-            if isinstance(rtol, torch.Tensor) and rtol.dtype != y.dtype:  # per-component, in the time dtype
-                ratio = self.norm(err / (atol + rtol * torch.maximum(y.abs(), y1.abs())))  # (promoted, as there)
+            if self._wide_tolerances(y):
+                ratio = self.norm(err / (atol + rtol * torch.maximum(y.abs(), y1.abs())))
             else:
                 tol = torch.maximum(y.abs(), y1.abs()).mul_(scalar(rtol, y)).add_(scalar(atol, y))
                 ratio = self.norm(err.div_(tol))
@@ -213,8 +219,8 @@ class AdaptiveRungeKutta:
         with torch.no_grad():
             c = functools.partial(scalar, like=y0)  # constants as cached tensors (the same arithmetic)
             rtol = self._rtol()
-            if isinstance(rtol, torch.Tensor) and rtol.dtype != y0.dtype:  # per-component, in the time dtype
-                scale = atol + y0.abs() * rtol  # (promoted, as torchdiffeq's: so are the norms below)
+            if self._wide_tolerances(y0):
+                scale = atol + y0.abs() * rtol  # (promoted: so are the norms below)
             else:
                 scale = (y0.abs() * c(rtol)).add_(c(atol))
             d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)

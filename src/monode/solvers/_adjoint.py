@@ -120,11 +120,12 @@ def _scaled_atol(
 def _autograd_dynamics(prob: Problem, params: list[torch.Tensor], n: int, timed: bool) -> Func:
     """d/dt [(tau,) y, a, g] = [(-a df/dt,) f, -a df/dy, -a df/dparams] by autograd, f on the user's structure."""
     k = 1 if timed else 0
-    zeros: dict[int, torch.Tensor] = {}  # the VJP of an input f does not read (e.g. t), by size (cat copies it)
+    zeros: dict[tuple[int, torch.dtype], torch.Tensor] = {}  # the VJP of an input f does not read (e.g. t)
 
     def flat(v: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-        if v is None:
-            return zeros[x.numel()] if x.numel() in zeros else zeros.setdefault(x.numel(), x.new_zeros(x.numel()))
+        if v is None:  # (cached by size and dtype: cat copies it)
+            key = (x.numel(), x.dtype)
+            return zeros[key] if key in zeros else zeros.setdefault(key, x.new_zeros(x.numel()))
         return v if v.dim() == 1 else v.reshape(-1)
 
     def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from . import _callbacks
 from ._adaptive import AdaptiveRungeKutta
-from ._clock import Clock
+from ._clock import Clock, real_dtype
 from ._errors import ODEInputError
 from ._events import combine
 from ._inputs import (
@@ -88,7 +88,8 @@ def tolerances(prob: Problem, rtol: Any, atol: Any) -> tuple[float, float, Calla
             # in torchdiffeq's time dtype (float64, or options['dtype'], promoted with the state's); a number
             # beside a per-component tolerance becomes a 0-d tensor of it
             like = prob.y0
-            dtype = torch.promote_types(torch.float32 if solver.float32_time else torch.float64, like.dtype)
+            time = torch.float32 if solver.float32_time else torch.float64
+            dtype = torch.promote_types(time, real_dtype(like.dtype))
             solver.rtol_per_component, solver.atol_per_component = (
                 torch.as_tensor(number if parts is None else parts, dtype=dtype, device=like.device)
                 for number, parts in ((rtol, rtol_parts), (atol, atol_parts))
